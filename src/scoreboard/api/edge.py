@@ -1,0 +1,119 @@
+"""The outermost ASGI layer, in front of every route.
+
+Per request, once: a request id, the size limits (head 16 KiB -> 431, body 4 KiB ->
+413, counted on the bytes actually read), the security headers, one access-log line,
+the request metrics, and a last error boundary that answers problem+json without a
+trace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scoreboard.api.problems import problem_body, send_error, send_problem
+from scoreboard.errors import HeadersTooLarge, PayloadTooLarge, ScoreboardError
+from scoreboard.metrics import Metrics
+
+MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 4 * 1024
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+log = structlog.get_logger("scoreboard.access")
+
+
+class Edge:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        request_id = _request_id(scope)
+        status = 500
+        response_started = False
+        tls = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                headers = message.setdefault("headers", [])
+                headers.append((b"x-request-id", request_id))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if not any(name == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                if tls:
+                    headers.append((b"strict-transport-security", b"max-age=63072000"))
+            await send(message)
+
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise PayloadTooLarge(f"the body is over {MAX_BODY_BYTES} bytes", "body_size")
+            return message
+
+        try:
+            _check_sizes(scope)
+            await self._app(scope, receive_limited, send_with_headers)
+        except ScoreboardError as error:
+            if not response_started:
+                await send_error(send_with_headers, error)
+        except Exception:
+            # Logged here with its trace; the client only ever sees a plain problem.
+            log.exception("unhandled_error", request_id=request_id.decode(), path=path)
+            if not response_started:
+                body = problem_body(500, "the server could not answer this request")
+                await send_problem(send_with_headers, 500, body)
+        finally:
+            seconds = time.perf_counter() - started
+            label = _route_label(scope)
+            self._metrics.request(label, method, status, seconds)
+            client = scope.get("client")
+            log.info(
+                "request", request_id=request_id.decode(), method=method, path=path,
+                route=label, status=status, ms=round(seconds * 1000, 3),
+                client=client[0] if client else None,
+            )
+
+
+def _request_id(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+            return bytes(value)
+    return os.urandom(8).hex().encode()
+
+
+def _check_sizes(scope: Scope) -> None:
+    head = len(scope.get("raw_path") or b"") + len(scope["query_string"])
+    for name, value in scope["headers"]:
+        head += len(name) + len(value) + 4
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the body is over {MAX_BODY_BYTES} bytes", "body_size")
+    if head > MAX_HEAD_BYTES:
+        raise HeadersTooLarge(f"the request head is over {MAX_HEAD_BYTES} bytes", "head_size")
+
+
+def _route_label(scope: Scope) -> str:
+    """The route template, never the raw path (which would explode the label set)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    if "endpoint" in scope:  # a framework route without parameters (/docs, /openapi.json)
+        return str(scope["path"])
+    return "unmatched"

@@ -1,0 +1,94 @@
+"""The OpenAPI description of the hot routes, which the framework does not see.
+
+``GET /scores`` and ``POST /score`` are plain ASGI apps (see ``api.hot``); their
+description is written here from the same pydantic models the rest of the API uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from scoreboard.api.schemas import Problem, ScoreEntry, ScoreResult, ScoreUpdate, problem_responses
+
+_REF = "#/components/schemas/"
+
+
+def _json(ref: str, description: str, array: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"$ref": _REF + ref}
+    if array:
+        schema = {"type": "array", "items": schema}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+HOT_PATHS: dict[str, Any] = {
+    "/scores": {
+        "get": {
+            "summary": "Top scores, best first",
+            "description": "Equal scores are ordered by who reached that score first. "
+            "Carries an ETag; a matching If-None-Match gets 304.",
+            "operationId": "get_scores",
+            "tags": ["scores"],
+            "parameters": [{
+                "name": "limit", "in": "query", "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+            }, {
+                "name": "If-None-Match", "in": "header", "required": False,
+                "schema": {"type": "string"},
+            }],
+            "responses": {
+                "200": _json("ScoreEntry", "The top scores", array=True),
+                "304": {"description": "Not modified since the ETag sent"},
+                **problem_responses(422),
+            },
+        }
+    },
+    "/score": {
+        "post": {
+            "summary": "Add to a user's score",
+            "description": "Answered 200 only after the increment is durably committed. "
+            "An Idempotency-Key (1-255 printable ASCII characters) makes retries safe: "
+            "a repeat with the same body replays the first response "
+            "(Idempotent-Replayed: true).",
+            "operationId": "post_score",
+            "tags": ["scores"],
+            "security": [{"bearer": []}],
+            "parameters": [{
+                "name": "Idempotency-Key", "in": "header", "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": _REF + "ScoreUpdate"}}},
+            },
+            "responses": {
+                "200": _json("ScoreResult", "Committed; the user's new total and rank"),
+                **problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
+            },
+        }
+    },
+}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Make ``app.openapi()`` include the hot routes, computed once."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (ScoreEntry, ScoreUpdate, ScoreResult, Problem):
+                schemas[model.__name__] = model.model_json_schema(
+                    ref_template=_REF + "{model}", mode="serialization"
+                )
+            schema["components"]["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            }
+            schema["paths"] = {**HOT_PATHS, **schema["paths"]}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,53 @@
+"""The one place that turns errors into ``application/problem+json`` (RFC 9457)."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import orjson
+from starlette.types import Send
+
+from scoreboard.errors import RateLimited, ScoreboardError, Unauthorized
+
+PROBLEM_TYPE = "application/problem+json"
+
+
+def problem_body(status: int, detail: str, title: str | None = None,
+                 **extra: object) -> bytes:
+    phrase = title or HTTPStatus(status).phrase
+    slug = phrase.lower().replace(" ", "-")
+    return orjson.dumps({
+        "type": f"https://scoreboard.dev/problems/{slug}",
+        "title": phrase,
+        "status": status,
+        "detail": detail,
+        **extra,
+    })
+
+
+def error_headers(error: ScoreboardError) -> list[tuple[bytes, bytes]]:
+    headers: list[tuple[bytes, bytes]] = []
+    if isinstance(error, Unauthorized):
+        headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
+    if isinstance(error, RateLimited):
+        headers.append((b"retry-after", str(error.retry_after).encode()))
+    return headers
+
+
+async def send_problem(send: Send, status: int, body: bytes,
+                       headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", PROBLEM_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *(headers or []),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: ScoreboardError) -> None:
+    body = problem_body(error.status, error.detail, error.title)
+    await send_problem(send, error.status, body, error_headers(error))

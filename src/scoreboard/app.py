@@ -1,0 +1,116 @@
+"""Builds the ASGI app from settings: wiring only. Nothing connects before the lifespan starts.
+
+    Edge (ids, limits, headers, log, metrics)
+      -> CORS (only when origins are configured)
+        -> HotDispatch: GET /scores, POST /score  (plain ASGI)
+          -> FastAPI: everything else, 404 / 405 with Allow, /docs, /openapi.json
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from scoreboard.api.edge import Edge
+from scoreboard.api.hot import AsgiEndpoint, ScoreRoutes
+from scoreboard.api.openapi import install_openapi
+from scoreboard.api.routes import install_error_handlers, router
+from scoreboard.auth import TokenVerifier
+from scoreboard.metrics import Metrics
+from scoreboard.ranking.memory import MemoryRanking
+from scoreboard.ratelimit import RateLimits
+from scoreboard.service import ScoreService
+from scoreboard.settings import Settings
+from scoreboard.store.sqlite import SQLiteStore
+
+log = structlog.get_logger("scoreboard.app")
+
+API_DESCRIPTION = """\
+A live leaderboard. `GET /scores` is public; `POST /score` needs a bearer JWT whose
+`sub` is the user (or an administrator's token). Every error is
+`application/problem+json`.
+"""
+
+
+class HotDispatch:
+    """Sends the hot routes straight to their app; the rest to the framework."""
+
+    def __init__(self, routes: list[Route], fallback: ASGIApp) -> None:
+        self._routes = {(m, r.path): r for r in routes for m in (r.methods or ())}
+        self._fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = self._routes.get((scope["method"], scope["path"]))
+            if route is not None:
+                scope["route"] = route
+                await route.app(scope, receive, send)
+                return
+        await self._fallback(scope, receive, send)
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    metrics = Metrics()
+    store = SQLiteStore(settings.sqlite_path)
+    ranking = MemoryRanking()
+    limits = RateLimits(settings.rate_limit_item, settings.auth_failure_limit_item)
+    verifier = TokenVerifier(settings)
+    service = ScoreService(store, ranking, limits, observe_batch=metrics.batch,
+                           max_queue=settings.commit_queue_limit)
+    scores = ScoreRoutes(service, verifier, limits, metrics, settings.max_increment)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            await service.start()
+            log.info("started", database=settings.database_url, dev_key=settings.uses_dev_key,
+                     algorithms=verifier.algorithms)
+            if settings.uses_dev_key:
+                log.warning("development_key", detail="signing key generated in the data "
+                            "directory; set SCOREBOARD_JWT_SECRET, _PUBLIC_KEY or _JWKS_URL")
+            yield
+        finally:
+            await service.stop()
+            await store.close()
+            log.info("stopped")
+
+    api = FastAPI(
+        title="scoreboard",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs else None,
+    )
+    api.state.service = service
+    api.state.metrics = metrics
+    hot = [
+        Route("/scores", AsgiEndpoint(scores.get_scores), methods=["GET"],
+              include_in_schema=False),
+        Route("/score", AsgiEndpoint(scores.post_score), methods=["POST"],
+              include_in_schema=False),
+    ]
+    api.router.routes.extend(hot)
+    api.include_router(router)
+    install_error_handlers(api)
+    install_openapi(api)
+
+    app: ASGIApp = HotDispatch(hot, api)
+    if settings.cors_origins:
+        app = CORSMiddleware(
+            app,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["ETag", "Retry-After", "Idempotent-Replayed", "X-Request-ID"],
+            max_age=600,
+        )
+    return Edge(app, metrics)

@@ -1,0 +1,251 @@
+"""Token verification and the identity it yields.
+
+One ``TokenVerifier`` per app. Its key comes from exactly one place — an HS256
+secret, a PEM public key, or a JWKS endpoint — and its algorithm list is pinned to
+that key, so an attacker cannot pick the algorithm (``none``, or HS256 signed with
+the public key). Header parameters that point at keys (``jku``, ``x5u``, ``jwk``,
+``x5c``) are never read; ``kid`` is only a lookup key into the configured JWKS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+import secrets
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from scoreboard.errors import Unauthorized
+from scoreboard.model import is_user_id
+from scoreboard.settings import Settings, SettingsError
+
+MAX_TOKEN_BYTES = 8192
+LEEWAY_SECONDS = 30
+JWKS_REFETCH_SECONDS = 30
+ADMIN_SCOPE = "scoreboard:admin"
+DEV_KEY_FILE = "dev-jwt-secret"
+_NAME_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    sub: str
+    name: str | None
+    admin: bool
+
+
+def clean_name(value: object) -> str | None:
+    """Drop control and format characters (bidi overrides too), cut to 64 code points."""
+    if not isinstance(value, str):
+        return None
+    kept = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cf"))
+    kept = kept[:_NAME_LENGTH].strip()
+    return kept or None
+
+
+def is_admin(scope: object) -> bool:
+    if isinstance(scope, str):
+        return ADMIN_SCOPE in scope.split(" ")
+    if isinstance(scope, list):
+        return ADMIN_SCOPE in [s for s in scope if isinstance(s, str)]
+    return False
+
+
+def load_or_create_dev_secret(data_dir: Path) -> str:
+    """The development HS256 key: read from the data directory, made on first use (0600)."""
+    path = data_dir / DEV_KEY_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def _public_key_algorithm(key: object) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise SettingsError("SCOREBOARD_JWT_PUBLIC_KEY must be an RSA, P-256 or Ed25519 public key")
+
+
+class JwksKeys:
+    """Keys of an identity provider, cached; an unknown ``kid`` refetches at most every 30 s."""
+
+    def __init__(self, url: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._url = url
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def key_for(self, kid: object) -> jwt.PyJWK:
+        if not isinstance(kid, str) or not kid or len(kid) > 256:
+            raise Unauthorized("the token has no usable key id", "bad_kid")
+        if kid not in self._keys:
+            async with self._lock:
+                now = self._clock()
+                stale = self._fetched_at is None or now - self._fetched_at >= JWKS_REFETCH_SECONDS
+                if kid not in self._keys and stale:
+                    self._fetched_at = now
+                    await self._fetch()
+        key = self._keys.get(kid)
+        if key is None:
+            raise Unauthorized("the token's key is not known", "unknown_kid")
+        return key
+
+    async def _fetch(self) -> None:
+        try:
+            async with httpx.AsyncClient(timeout=5.0, follow_redirects=False) as client:
+                response = await client.get(self._url)
+            response.raise_for_status()
+            keyset = jwt.PyJWKSet.from_dict(response.json())
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            raise Unauthorized("the identity provider's keys are unavailable", "jwks_down") from exc
+        self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
+
+
+class TokenVerifier:
+    """Turns an ``Authorization`` header into an ``Identity`` or raises ``Unauthorized``."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._max_ttl = settings.jwt_max_ttl
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._jwks: JwksKeys | None = None
+        self._key: Any = None
+        if settings.jwt_jwks_url:
+            self._jwks = JwksKeys(settings.jwt_jwks_url)
+            default: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+        elif settings.jwt_public_key is not None:
+            try:
+                self._key = load_pem_public_key(settings.jwt_public_key.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise SettingsError(
+                    f"SCOREBOARD_JWT_PUBLIC_KEY: cannot read a PEM public key from "
+                    f"{str(settings.jwt_public_key)!r}"
+                ) from exc
+            default = (_public_key_algorithm(self._key),)
+        else:
+            self._key = settings.jwt_secret or load_or_create_dev_secret(settings.data_dir)
+            default = ("HS256",)
+        self.algorithms = list(settings.jwt_algorithms or default)
+        symmetric = self._jwks is None and settings.jwt_public_key is None
+        if symmetric != (self.algorithms == ["HS256"]):
+            raise SettingsError(
+                f"SCOREBOARD_JWT_ALGORITHMS {self.algorithms} do not match the configured key"
+            )
+
+    async def verify(self, authorization: str | None) -> Identity:
+        token = _bearer_token(authorization)
+        header = _unverified_header(token)
+        if "crit" in header:
+            raise Unauthorized("critical header extensions are not supported", "crit")
+        if header.get("alg") not in self.algorithms:
+            raise Unauthorized("the token's algorithm is not accepted", "bad_algorithm")
+        key = await self._jwks.key_for(header.get("kid")) if self._jwks else self._key
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self.algorithms,
+                options={"require": ["exp", "sub"]},
+                leeway=LEEWAY_SECONDS,
+                issuer=self._issuer,
+                audience=self._audience,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("the token has expired", "expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("the token is not valid", type(exc).__name__) from exc
+        return self._identity(claims)
+
+    def _identity(self, claims: dict[str, Any]) -> Identity:
+        sub = claims["sub"]
+        if not is_user_id(sub):
+            raise Unauthorized("the token's subject is not a valid user id", "bad_sub")
+        exp, iat = claims["exp"], claims.get("iat")
+        start = iat if isinstance(iat, int | float) else self._clock()
+        if exp - start > self._max_ttl:
+            raise Unauthorized("the token lives longer than allowed", "ttl_too_long")
+        name = clean_name(claims.get("name"))
+        return Identity(sub=sub, name=name, admin=is_admin(claims.get("scope")))
+
+
+def _bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("a bearer token is required", "missing_token")
+    if len(authorization) > MAX_TOKEN_BYTES + 7:
+        raise Unauthorized("the token is too large", "token_too_large")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("use the Bearer scheme", "bad_scheme")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Unauthorized("the token is too large", "token_too_large")
+    return token
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    head = token.split(".", 1)[0]
+    try:
+        header = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise Unauthorized("the token is malformed", "malformed") from exc
+    if not isinstance(header, dict):
+        raise Unauthorized("the token is malformed", "malformed")
+    return header
+
+
+class TokenSigner:
+    """Signs tokens with the server's own HS256 key (``scoreboard token``)."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        if settings.jwt_public_key is not None or settings.jwt_jwks_url:
+            raise SettingsError(
+                "this server only verifies tokens (public key or JWKS): "
+                "sign tokens with your identity provider"
+            )
+        self._secret = settings.jwt_secret or load_or_create_dev_secret(settings.data_dir)
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._clock = clock
+
+    def sign(self, user_id: str, name: str | None = None, ttl: int = 3600,
+             admin: bool = False) -> str:
+        if not is_user_id(user_id):
+            raise ValueError(f"not a valid user id: {user_id!r}")
+        now = int(self._clock())
+        claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl}
+        if name is not None:
+            claims["name"] = name
+        if admin:
+            claims["scope"] = ADMIN_SCOPE
+        if self._issuer:
+            claims["iss"] = self._issuer
+        if self._audience:
+            claims["aud"] = self._audience
+        return jwt.encode(claims, self._secret, algorithm="HS256")

@@ -1,0 +1,94 @@
+"""The project's own errors.
+
+Each carries the HTTP status and title it maps to, so one place (``api.problems``)
+turns any of them into an ``application/problem+json`` response. ``reason`` is a
+short machine name used in logs and metrics; ``detail`` is safe to show a client.
+
+    ScoreboardError
+     ├── BadRequest (400)        malformed JSON, bad Idempotency-Key
+     ├── Unauthorized (401)      any token problem
+     ├── Forbidden (403)         another user's score
+     ├── NotFound (404)
+     ├── PayloadTooLarge (413)
+     ├── UnsupportedMediaType (415)
+     ├── Unprocessable (422)     fields: missing, extra, wrong type, out of range
+     ├── Conflict (409)          key in flight, total cap
+     ├── RateLimited (429)       with retry_after seconds
+     ├── HeadersTooLarge (431)
+     └── StoreUnavailable (503)  nothing was acknowledged
+"""
+
+from __future__ import annotations
+
+
+class ScoreboardError(Exception):
+    status = 500
+    title = "Internal Server Error"
+
+    def __init__(self, detail: str, reason: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.reason = reason or self.title.lower().replace(" ", "_")
+
+
+class BadRequest(ScoreboardError):
+    status = 400
+    title = "Bad Request"
+
+
+class Unauthorized(ScoreboardError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(ScoreboardError):
+    status = 403
+    title = "Forbidden"
+
+
+class NotFound(ScoreboardError):
+    status = 404
+    title = "Not Found"
+
+
+class Conflict(ScoreboardError):
+    status = 409
+    title = "Conflict"
+
+
+class PayloadTooLarge(ScoreboardError):
+    status = 413
+    title = "Content Too Large"
+
+
+class UnsupportedMediaType(ScoreboardError):
+    status = 415
+    title = "Unsupported Media Type"
+
+
+class Unprocessable(ScoreboardError):
+    status = 422
+    title = "Unprocessable Content"
+
+
+class RateLimited(ScoreboardError):
+    status = 429
+    title = "Too Many Requests"
+
+    def __init__(self, detail: str, retry_after: int, reason: str = "rate_limited") -> None:
+        super().__init__(detail, reason)
+        self.retry_after = retry_after
+
+
+class HeadersTooLarge(ScoreboardError):
+    status = 431
+    title = "Request Header Fields Too Large"
+
+
+class StoreUnavailable(ScoreboardError):
+    status = 503
+    title = "Service Unavailable"
+
+    def __init__(self, detail: str = "storage is unavailable; nothing was stored",
+                 reason: str = "store_unavailable") -> None:
+        super().__init__(detail, reason)

@@ -1,0 +1,107 @@
+"""Group commit: one writer, one transaction and one fsync for every job that queued.
+
+Callers ``submit`` a job and wait. The writer takes every job that queued while the
+previous commit ran (up to ``max_batch``), runs them all in one store transaction,
+commits, then answers them all. Throughput grows with load instead of being capped
+by fsyncs per second, and no caller is answered before its job is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+import structlog
+
+from scoreboard.errors import ScoreboardError, StoreUnavailable
+from scoreboard.store.base import Store, Transaction
+
+J = TypeVar("J")
+R = TypeVar("R")
+Work = Callable[[Transaction, Sequence[J]], Awaitable[list[R | ScoreboardError]]]
+AfterCommit = Callable[[Sequence[R | ScoreboardError]], Awaitable[None]]
+
+log = structlog.get_logger("scoreboard.groupcommit")
+
+
+class GroupCommitter(Generic[J, R]):
+    def __init__(
+        self,
+        store: Store,
+        work: Work[J, R],
+        after_commit: AfterCommit[R],
+        observe_batch: Callable[[int], None] = lambda size: None,
+        max_batch: int = 1024,
+        max_queue: int = 10_000,
+    ) -> None:
+        self._store = store
+        self._work = work
+        self._after_commit = after_commit
+        self._observe_batch = observe_batch
+        self._max_batch = max_batch
+        self._max_queue = max_queue
+        self._queue: asyncio.Queue[tuple[J, asyncio.Future[R]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    async def stop(self) -> None:
+        """Finish every queued job, then stop."""
+        await self._queue.join()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def submit(self, job: J) -> R:
+        if self._task is None:
+            raise StoreUnavailable("the writer is not running", "writer_stopped")
+        if self._queue.qsize() >= self._max_queue:
+            raise StoreUnavailable("too many updates are waiting; retry shortly", "queue_full")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((job, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[tuple[J, asyncio.Future[R]]]) -> None:
+        jobs = [job for job, _ in batch]
+        try:
+            async with self._store.transaction() as tx:
+                results = await self._work(tx, jobs)
+        except StoreUnavailable as exc:
+            log.error("commit_failed", batch=len(batch), reason=exc.reason)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except Exception as exc:  # a bug: fail the batch, keep the writer alive
+            log.exception("commit_crashed", batch=len(batch))
+            failure = StoreUnavailable()
+            failure.__cause__ = exc
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        self._observe_batch(len(batch))
+        await self._after_commit(results)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the caller went away; the job is committed all the same
+                continue
+            if isinstance(result, ScoreboardError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

@@ -1,0 +1,58 @@
+"""Prometheus metrics, in a registry of the app's own (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "scoreboard_http_requests", "HTTP requests answered",
+            ["route", "method", "status"], registry=self.registry,
+        )
+        self._latency = Histogram(
+            "scoreboard_http_request_duration_seconds", "Time to answer an HTTP request",
+            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self._updates = Counter(
+            "scoreboard_score_updates", "Score updates answered with success",
+            ["outcome"], registry=self.registry,
+        )
+        self._refused = Counter(
+            "scoreboard_score_updates_refused", "Score updates refused, by reason",
+            ["reason"], registry=self.registry,
+        )
+        self._batch = Histogram(
+            "scoreboard_group_commit_batch_size", "Updates committed per transaction",
+            buckets=_BATCH_BUCKETS, registry=self.registry,
+        )
+        # labels() costs a dict build and a lock; keep the children we have made.
+        self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, str(status))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = (
+                self._requests.labels(route, method, key[2]),
+                self._latency.labels(route, method),
+            )
+        child[0].inc()
+        child[1].observe(seconds)
+
+    def update_accepted(self, replayed: bool) -> None:
+        self._updates.labels("replayed" if replayed else "accepted").inc()
+
+    def update_refused(self, reason: str) -> None:
+        self._refused.labels(reason).inc()
+
+    def batch(self, size: int) -> None:
+        self._batch.observe(size)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

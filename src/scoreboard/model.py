@@ -1,0 +1,47 @@
+"""The vocabulary every part speaks: plain, immutable records."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_TOTAL = 2**53 - 1  # exact in every JSON client, in a double and in Redis
+USER_ID = re.compile(r"[A-Za-z0-9_.:@|-]{1,128}")
+
+
+def is_user_id(value: object) -> bool:
+    return isinstance(value, str) and USER_ID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class UserTotal:
+    """A user's total as the store holds it.
+
+    ``seq`` is the ledger id of the increment that reached ``total``: it only grows,
+    so on equal totals the smaller ``seq`` reached the total first and ranks higher.
+    """
+
+    user_id: str
+    total: int
+    seq: int
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RankedUser:
+    rank: int
+    user_id: str
+    name: str
+    score: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"rank": self.rank, "user_id": self.user_id, "name": self.name, "score": self.score}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """What an ``Idempotency-Key`` remembers: the request and the answer it got."""
+
+    fingerprint: str
+    status: int
+    body: bytes

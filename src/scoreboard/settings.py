@@ -1,0 +1,172 @@
+"""Every ``SCOREBOARD_*`` variable, parsed and checked once, at start-up.
+
+``Settings.from_env`` is the only place that reads the environment. A bad value
+stops the process with a message that names the variable and the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from limits import RateLimitItem, parse
+
+from scoreboard.model import MAX_TOTAL
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_KNOWN_ALGORITHMS = {"HS256", "RS256", "ES256", "EdDSA"}
+
+
+class SettingsError(ValueError):
+    """A configuration value that the service refuses to start with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key: Path | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_max_ttl: int = 86400
+    rate_limit: str = "60/minute"
+    auth_failure_limit: str = "30/minute"
+    max_increment: int = 100
+    cors_origins: tuple[str, ...] = ()
+    docs: bool = True
+    log_level: str = "info"
+    commit_queue_limit: int = 10_000
+
+    def __post_init__(self) -> None:
+        keys = [self.jwt_secret, self.jwt_public_key, self.jwt_jwks_url]
+        if sum(k is not None for k in keys) > 1:
+            raise SettingsError(
+                "set at most one of SCOREBOARD_JWT_SECRET, SCOREBOARD_JWT_PUBLIC_KEY, "
+                "SCOREBOARD_JWT_JWKS_URL"
+            )
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
+            raise SettingsError("SCOREBOARD_JWT_SECRET must be at least 32 bytes")
+        if self.jwt_jwks_url is not None:
+            _check_jwks_url(self.jwt_jwks_url)
+        unknown = set(self.jwt_algorithms) - _KNOWN_ALGORITHMS
+        if unknown:
+            raise SettingsError(
+                f"SCOREBOARD_JWT_ALGORITHMS: unsupported {sorted(unknown)!r}; "
+                f"choose from {sorted(_KNOWN_ALGORITHMS)}"
+            )
+        if not 1 <= self.max_increment <= MAX_TOTAL:
+            raise SettingsError(
+                f"SCOREBOARD_MAX_INCREMENT must be 1 to 2^53 - 1, got {self.max_increment}"
+            )
+        if self.jwt_max_ttl < 1:
+            raise SettingsError(f"SCOREBOARD_JWT_MAX_TTL must be positive, got {self.jwt_max_ttl}")
+        for name, value in (
+            ("SCOREBOARD_RATE_LIMIT", self.rate_limit),
+            ("SCOREBOARD_AUTH_FAILURE_LIMIT", self.auth_failure_limit),
+        ):
+            _parse_limit(name, value)
+        if not self.database_url.startswith("sqlite:///") or self.sqlite_path == Path():
+            raise SettingsError(
+                f"SCOREBOARD_DATABASE_URL must be sqlite:///path, got {self.database_url!r}"
+            )
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+    @property
+    def rate_limit_item(self) -> RateLimitItem:
+        return _parse_limit("SCOREBOARD_RATE_LIMIT", self.rate_limit)
+
+    @property
+    def auth_failure_limit_item(self) -> RateLimitItem:
+        return _parse_limit("SCOREBOARD_AUTH_FAILURE_LIMIT", self.auth_failure_limit)
+
+    @property
+    def uses_dev_key(self) -> bool:
+        return self.jwt_secret is None and self.jwt_public_key is None and not self.jwt_jwks_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+
+        def get(name: str) -> str | None:
+            value = env.get(f"SCOREBOARD_{name}")
+            return value if value not in (None, "") else None
+
+        data_dir = Path(get("DATA_DIR") or "./data")
+        algorithms = get("JWT_ALGORITHMS")
+        origins = get("CORS_ORIGINS")
+        public_key = get("JWT_PUBLIC_KEY")
+        return cls(
+            data_dir=data_dir,
+            database_url=get("DATABASE_URL") or f"sqlite:///{data_dir / 'scoreboard.db'}",
+            jwt_secret=get("JWT_SECRET"),
+            jwt_public_key=Path(public_key) if public_key else None,
+            jwt_jwks_url=get("JWT_JWKS_URL"),
+            jwt_algorithms=_split(algorithms) if algorithms else (),
+            jwt_issuer=get("JWT_ISSUER"),
+            jwt_audience=get("JWT_AUDIENCE"),
+            jwt_max_ttl=_int("SCOREBOARD_JWT_MAX_TTL", get("JWT_MAX_TTL"), 86400),
+            rate_limit=get("RATE_LIMIT") or "60/minute",
+            auth_failure_limit=get("AUTH_FAILURE_LIMIT") or "30/minute",
+            max_increment=_int("SCOREBOARD_MAX_INCREMENT", get("MAX_INCREMENT"), 100),
+            cors_origins=tuple(_check_origin(o) for o in _split(origins)) if origins else (),
+            docs=_bool("SCOREBOARD_DOCS", get("DOCS"), True),
+            log_level=(get("LOG_LEVEL") or "info").lower(),
+        )
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(name: str, value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    if not re.fullmatch(r"[0-9]+", value):
+        raise SettingsError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _bool(name: str, value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {value!r}")
+
+
+def _parse_limit(name: str, value: str) -> RateLimitItem:
+    if not re.fullmatch(r"\s*[1-9][0-9]*\s*/\s*(second|minute|hour)\s*", value):
+        raise SettingsError(f"{name} must look like N/second, N/minute or N/hour, got {value!r}")
+    return parse(value)
+
+
+def _check_origin(origin: str) -> str:
+    parts = urlsplit(origin)
+    if origin == "*" or parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+        raise SettingsError(
+            f"SCOREBOARD_CORS_ORIGINS: {origin!r} is not an origin like https://example.com"
+        )
+    return origin
+
+
+def _check_jwks_url(url: str) -> None:
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme == "https" or (parts.scheme == "http" and loopback):
+        return
+    raise SettingsError(
+        f"SCOREBOARD_JWT_JWKS_URL must be https:// (or http:// on loopback), got {url!r}"
+    )

@@ -1,0 +1,56 @@
+"""The Store: the source of truth for totals, the ledger and idempotency records."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from scoreboard.model import StoredResponse, UserTotal
+
+
+class Transaction(Protocol):
+    """Work inside one store transaction; nothing is visible or durable before it commits."""
+
+    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
+        """The response remembered for ``(user_id, key)``, if any."""
+
+    async def add(self, user_id: str, delta: int, name: str | None, source: str,
+                  now_ms: int) -> UserTotal | None:
+        """Append ``delta`` to the ledger and return the user's new total.
+
+        ``None`` (and nothing written) when the total would pass 2^53 - 1. A ``name``
+        replaces the stored one; ``None`` keeps it.
+        """
+
+    async def remember(self, user_id: str, key: str, response: StoredResponse,
+                       now_ms: int) -> None:
+        """Record the response to ``(user_id, key)``."""
+
+    async def forget_responses(self, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` idempotency records created before ``before_ms``."""
+
+
+class Store(Protocol):
+    """Durable storage.
+
+    Guarantee: when the context manager of ``transaction()`` exits without an
+    exception, everything done in it is committed and on stable storage, and it
+    survives a crash of the process or the machine. Any failure raises
+    ``StoreUnavailable`` and nothing of that transaction is kept.
+    """
+
+    async def open(self) -> None:
+        """Connect and create or upgrade the schema."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
+
+    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
+        """Read a remembered response outside any transaction."""
+
+    async def totals(self) -> list[UserTotal]:
+        """Every user's total, to rebuild the ranking from."""

@@ -1,0 +1,208 @@
+"""SQLiteStore: the embedded store, one file in the data directory.
+
+WAL with ``synchronous=FULL``: a commit returns only after its WAL frames are
+fsynced. One writer connection does all writes. Statements run on the event loop
+(they touch pages in memory and take microseconds); the COMMIT — the fsync — runs in
+a worker thread so the loop keeps serving while the disk works. The writer never
+waits on SQLite's lock inside SQLite: a busy database is retried from the loop until
+a deadline, then reported as ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from scoreboard.errors import StoreUnavailable
+from scoreboard.model import StoredResponse, UserTotal
+from scoreboard.store.base import Transaction
+from scoreboard.store.migrations import migrations
+
+_ADD_LEDGER = "INSERT INTO ledger (user_id, delta, at_ms, source) VALUES (?, ?, ?, ?) RETURNING id"
+# The WHERE refuses an update that would pass 2^53 - 1 (MAX_TOTAL): no row comes back.
+_ADD_TOTAL = """
+INSERT INTO totals (user_id, total, seq, reached_ms, name) VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (user_id) DO UPDATE SET
+    total = totals.total + excluded.total,
+    seq = excluded.seq,
+    reached_ms = excluded.reached_ms,
+    name = coalesce(excluded.name, totals.name)
+WHERE totals.total + excluded.total BETWEEN 0 AND 9007199254740991
+RETURNING total, name
+"""
+_FIND_RESPONSE = "SELECT fingerprint, status, body FROM idempotency WHERE user_id = ? AND key = ?"
+_REMEMBER = (
+    "INSERT INTO idempotency (user_id, key, fingerprint, status, body, created_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_FORGET = """
+DELETE FROM idempotency WHERE (user_id, key) IN
+    (SELECT user_id, key FROM idempotency WHERE created_ms < ? LIMIT ?)
+"""
+
+
+def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class _SQLiteTransaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        try:
+            return self._conn.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+
+    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
+        row = self._one(_FIND_RESPONSE, (user_id, key))
+        return StoredResponse(row[0], row[1], row[2]) if row else None
+
+    async def add(self, user_id: str, delta: int, name: str | None, source: str,
+                  now_ms: int) -> UserTotal | None:
+        (seq,) = self._one(_ADD_LEDGER, (user_id, delta, now_ms, source))
+        row = self._one(_ADD_TOTAL, (user_id, delta, seq, now_ms, name))
+        if row is None:  # would pass the cap: take the ledger entry back
+            self._one("DELETE FROM ledger WHERE id = ?", (seq,))
+            return None
+        return UserTotal(user_id, row[0], seq, row[1])
+
+    async def remember(self, user_id: str, key: str, response: StoredResponse,
+                       now_ms: int) -> None:
+        self._one(_REMEMBER, (user_id, key, response.fingerprint, response.status,
+                              response.body, now_ms))
+
+    async def forget_responses(self, before_ms: int, limit: int) -> int:
+        try:
+            return self._conn.execute(_FORGET, (before_ms, limit)).rowcount
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+
+
+class SQLiteStore:
+    """The embedded Store. Serves a single process: the file is not shared by instances."""
+
+    def __init__(self, path: Path, lock_timeout: float = 2.0) -> None:
+        self.path = path
+        self._lock_timeout = lock_timeout
+        self._writer: sqlite3.Connection | None = None
+        self._writing = asyncio.Lock()  # one transaction at a time on the writer
+        self._reader: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = _connect(self.path, busy_timeout_ms=0)
+            self._reader = _connect(self.path, busy_timeout_ms=200)
+            await asyncio.to_thread(migrate, self._writer, self._lock_timeout)
+        except (OSError, sqlite3.Error) as exc:
+            await self.close()
+            raise StoreUnavailable(f"cannot open the database at {self.path}") from exc
+
+    async def close(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                conn.close()
+        self._writer = self._reader = None
+
+    async def ping(self) -> None:
+        try:
+            self._read().execute("SELECT 1 FROM totals LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+
+    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
+        try:
+            row = self._read().execute(_FIND_RESPONSE, (user_id, key)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+        return StoredResponse(row[0], row[1], row[2]) if row else None
+
+    async def totals(self) -> list[UserTotal]:
+        def load() -> list[UserTotal]:
+            rows = self._read().execute("SELECT user_id, total, seq, name FROM totals")
+            return [UserTotal(*row) for row in rows]
+
+        try:
+            return await asyncio.to_thread(load)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._writing:
+            conn = self._writer
+            if conn is None:
+                raise StoreUnavailable("the store is closed")
+            await self._begin(conn)
+            try:
+                yield _SQLiteTransaction(conn)
+            except BaseException:
+                _rollback(conn)
+                raise
+            try:
+                # shield: a cancelled caller must not leave the COMMIT half-watched.
+                await asyncio.shield(asyncio.to_thread(conn.execute, "COMMIT"))
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise StoreUnavailable() from exc
+
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + self._lock_timeout
+        pause = 0.002
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() >= deadline:
+                    raise StoreUnavailable("the database is locked or unavailable") from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StoreUnavailable("the store is closed")
+        return self._reader
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        # If even this fails the connection is gone; nothing was committed either way.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def migrate(conn: sqlite3.Connection, lock_timeout: float = 2.0) -> int:
+    """Bring the schema to the newest version; return it."""
+    conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
+    try:
+        steps = migrations("sqlite")
+        (current,) = conn.execute("PRAGMA user_version").fetchone()
+        if current > len(steps):
+            raise StoreUnavailable(
+                f"the database is at schema version {current}, newer than this "
+                f"scoreboard knows ({len(steps)})"
+            )
+        for step in steps[current:]:
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{step.sql}\nPRAGMA user_version = {step.version};\nCOMMIT;"
+            )
+        return len(steps)
+    except sqlite3.Error:
+        _rollback(conn)
+        raise
+    finally:
+        conn.execute("PRAGMA busy_timeout = 0")
