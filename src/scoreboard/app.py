@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +24,7 @@ from scoreboard.api.hot import AsgiEndpoint, ScoreRoutes
 from scoreboard.api.openapi import install_openapi
 from scoreboard.api.routes import install_error_handlers, router
 from scoreboard.auth import TokenVerifier
+from scoreboard.logs import AccessLog, level_number
 from scoreboard.metrics import Metrics
 from scoreboard.ranking.memory import MemoryRanking
 from scoreboard.ratelimit import RateLimits
@@ -63,10 +66,12 @@ def create_app(settings: Settings) -> ASGIApp:
     verifier = TokenVerifier(settings)
     service = ScoreService(store, ranking, limits, observe_batch=metrics.batch,
                            max_queue=settings.commit_queue_limit)
+    access_log = AccessLog(enabled=level_number(settings.log_level) <= logging.INFO)
     scores = ScoreRoutes(service, verifier, limits, metrics, settings.max_increment)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(access_log.run(), name="access-log")
         await store.open()
         try:
             await service.start()
@@ -80,6 +85,8 @@ def create_app(settings: Settings) -> ASGIApp:
             await service.stop()
             await store.close()
             log.info("stopped")
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
 
     api = FastAPI(
         title="scoreboard",
@@ -113,4 +120,4 @@ def create_app(settings: Settings) -> ASGIApp:
             expose_headers=["ETag", "Retry-After", "Idempotent-Replayed", "X-Request-ID"],
             max_age=600,
         )
-    return Edge(app, metrics)
+    return Edge(app, metrics, access_log)

@@ -17,19 +17,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scoreboard.api.problems import problem_body, send_error, send_problem
 from scoreboard.errors import HeadersTooLarge, PayloadTooLarge, ScoreboardError
+from scoreboard.logs import AccessLog
 from scoreboard.metrics import Metrics
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 4 * 1024
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
-log = structlog.get_logger("scoreboard.access")
+log = structlog.get_logger("scoreboard.edge")
 
 
 class Edge:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog) -> None:
         self._app = app
         self._metrics = metrics
+        self._access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,11 +86,11 @@ class Edge:
             label = _route_label(scope)
             self._metrics.request(label, method, status, seconds)
             client = scope.get("client")
-            log.info(
-                "request", request_id=request_id.decode(), method=method, path=path,
-                route=label, status=status, ms=round(seconds * 1000, 3),
-                client=client[0] if client else None,
-            )
+            self._access_log.write({
+                "request_id": request_id.decode(), "method": method, "path": path,
+                "route": label, "status": status, "ms": round(seconds * 1000, 3),
+                "client": client[0] if client else None,
+            })
 
 
 def _request_id(scope: Scope) -> bytes:
