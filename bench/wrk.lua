@@ -24,7 +24,7 @@ end
 if post_file then
    local lines = {}
    local cursor = 1
-   sent = 0           -- globals: done() reads them through thread:get()
+   generated = 0      -- globals: done() reads them through thread:get()
    last_index = -1
    exhausted = 0
    statuses = {}
@@ -50,7 +50,7 @@ if post_file then
          return wrk.format("GET", "/healthz")
       end
       cursor = cursor + 1
-      sent = sent + 1
+      generated = generated + 1
       last_index = entry[1]
       local user, token, key = entry[2]:match("^(%S+) (%S+) (%S+)$")
       local body = '{"user_id":"' .. user .. '","increment":1}'
@@ -85,17 +85,17 @@ function done(summary, latency, requests)
       errors = json_object(summary.errors),
    }
    if post_file then
-      local codes, sent, last, exhausted = {}, 0, -1, 0
+      local codes, total, last, exhausted = {}, 0, -1, 0
       for _, thread in ipairs(threads) do
          for code, count in pairs(thread:get("statuses")) do
             codes[code] = (codes[code] or 0) + count
          end
-         sent = sent + thread:get("sent")
+         total = total + thread:get("generated")
          last = math.max(last, thread:get("last_index"))
          exhausted = exhausted + thread:get("exhausted")
       end
       out.statuses = json_object(codes)
-      out.sent = sent
+      out.generated = total
       out.last_index = last
       out.exhausted = exhausted
    end

@@ -1,0 +1,447 @@
+"""HTTP benchmark: scoreboard's GET /scores and durable POST /score against nginx.
+
+Run from the project root: ``.venv/bin/python bench/http_bench.py [--quick]``.
+The server is pinned to core 0 and wrk to core 1, so the numbers are for one
+server core. See bench/README.md for what is measured and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+WRK_SCRIPT = BENCH_DIR / "wrk.lua"
+RESULTS = BENCH_DIR / "results" / "http.json"
+GET_TARGET_RATIO = 0.5  # GET /scores must reach half of nginx's rate
+POST_TARGET_RATE = 8000.0  # durable POST /score per second
+SEED_USERS = 10  # users with distinct scores >= 10, so the top 10 looks like a real board
+
+
+@dataclass
+class WrkResult:
+    """One wrk run, read from the BENCH_JSON line that bench/wrk.lua prints."""
+
+    name: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: dict[str, int]
+    statuses: dict[str, int] = field(default_factory=dict)
+    generated: int = 0
+    last_index: int = -1
+    exhausted: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def non_200(self) -> int:
+        """Answers that were not 200 (POST: exact; GET: wrk's >= 400 count) plus socket errors."""
+        if self.statuses:
+            answered = sum(n for code, n in self.statuses.items() if code != "200")
+        else:
+            answered = self.errors.get("status", 0)
+        sockets = sum(n for kind, n in self.errors.items() if kind != "status")
+        return answered + sockets
+
+
+@dataclass
+class Env:
+    """Everything one benchmark run starts, so cleanup knows what to stop."""
+
+    tmp: Path
+    secret: str
+    server_port: int
+    nginx_port: int
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def server_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+    @property
+    def nginx_url(self) -> str:
+        return f"http://127.0.0.1:{self.nginx_port}"
+
+
+# --- command line -----------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (all on core 1)")
+    parser.add_argument(
+        "--requests", type=int, default=300_000,
+        help="POST requests (user, token, key) to pre-generate; more are made if needed",
+    )
+    parser.add_argument("--quick", action="store_true", help="2-second runs, a smoke check")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, db)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where to write JSON")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.requests = 2, 1, 60_000
+    if args.connections < args.threads:
+        parser.error("--connections must be at least --threads")
+    return args
+
+
+def check_tools() -> None:
+    missing = [tool for tool in ("wrk", "nginx", "taskset") if find_tool(tool) is None]
+    if missing:
+        sys.exit(f"missing {missing}: apt-get install wrk nginx-light util-linux")
+
+
+def find_tool(name: str) -> str | None:
+    # nginx lives in /usr/sbin, which a non-root PATH often lacks.
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- processes --------------------------------------------------------------------
+
+
+def start_server(env: Env) -> None:
+    data_dir = env.tmp / "data"
+    data_dir.mkdir()
+    # Drop inherited SCOREBOARD_* so a developer's shell cannot change what is measured.
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("SCOREBOARD_")}
+    child_env |= {
+        "SCOREBOARD_DATA_DIR": str(data_dir),
+        "SCOREBOARD_JWT_SECRET": env.secret,
+        "SCOREBOARD_RATE_LIMIT": "1000000/minute",  # every request is a new user anyway
+    }
+    cmd = [
+        "taskset", "-c", "0", str(ROOT / ".venv/bin/scoreboard"),
+        "serve", "--host", "127.0.0.1", "--port", str(env.server_port),
+    ]
+    # One JSON log line per request: to a file, never to a pipe nobody drains.
+    with open(env.tmp / "server.log", "wb") as out, open(env.tmp / "server.err", "wb") as err:
+        env.processes.append(subprocess.Popen(cmd, env=child_env, stdout=out, stderr=err))
+    wait_until_up(env.processes[-1], f"{env.server_url}/healthz", env.tmp / "server.err")
+
+
+def start_nginx(env: Env, body: bytes) -> None:
+    www = env.tmp / "www"
+    www.mkdir()
+    (www / "scores").write_bytes(body)
+    # nginx's worker runs as nobody when started by root: it must be able to read the file.
+    env.tmp.chmod(0o755)
+    conf = env.tmp / "nginx.conf"
+    conf.write_text(nginx_config(env.tmp, www, env.nginx_port))
+    cmd = [
+        "taskset", "-c", "0", find_tool("nginx") or "nginx",
+        "-p", str(env.tmp), "-e", str(env.tmp / "error.log"), "-c", str(conf),
+    ]
+    with open(env.tmp / "nginx.out", "wb") as out:
+        env.processes.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
+    wait_until_up(env.processes[-1], f"{env.nginx_url}/scores", env.tmp / "error.log")
+
+
+def nginx_config(tmp: Path, www: Path, port: int) -> str:
+    return f"""\
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    # uvicorn never closes a busy keep-alive connection; nginx would after 1000
+    # requests by default, which would make the comparison about reconnects.
+    keepalive_requests 10000000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {www};
+        location = /scores {{ default_type application/json; }}
+    }}
+}}
+"""
+
+
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited {proc.returncode}:\n{tail(log)}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url}: not up after 30 s:\n{tail(log)}")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def bench_env(keep_tmp: bool) -> Iterator[Env]:
+    tmp = Path(tempfile.mkdtemp(prefix="scoreboard-bench-"))
+    env = Env(tmp, secrets.token_urlsafe(36), free_port(), free_port())
+    try:
+        yield env
+    finally:
+        for proc in reversed(env.processes):
+            stop(proc)
+        if keep_tmp:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- tokens and requests ----------------------------------------------------------
+
+
+def token(secret: str, user_id: str, name: str | None = None) -> str:
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + 3600}
+    if name:
+        claims["name"] = name
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def append_requests(path: Path, secret: str, start: int, count: int) -> None:
+    """Lines "user_id token key" for bench/wrk.lua; index i is user u<i>, key k<i>."""
+    with path.open("a") as out:
+        for i in range(start, start + count):
+            user = f"u{i:07d}"
+            out.write(f"{user} {token(secret, user)} k{i}\n")
+
+
+def seed_board(env: Env) -> None:
+    """A few users with distinct scores, so GET /scores serves a realistic top 10."""
+    with httpx.Client(base_url=env.server_url) as client:
+        for i in range(SEED_USERS):
+            user = f"seed{i}"
+            response = client.post(
+                "/score",
+                json={"user_id": user, "increment": 100 - i * 9},
+                headers={
+                    "Authorization": f"Bearer {token(env.secret, user, f'Player {i}')}",
+                    "Idempotency-Key": f"seed-{i}",
+                },
+            )
+            response.raise_for_status()
+
+
+# --- wrk --------------------------------------------------------------------------
+
+
+def run_wrk(
+    name: str, url: str, args: argparse.Namespace, seconds: int,
+    post_file: Path | None = None, first_index: int = 0,
+) -> WrkResult:
+    cmd = [
+        "taskset", "-c", "1", find_tool("wrk") or "wrk",
+        f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s",
+        "-s", str(WRK_SCRIPT), url,
+    ]
+    child_env = dict(os.environ)
+    child_env.pop("BENCH_POST_FILE", None)
+    if post_file is not None:
+        child_env["BENCH_POST_FILE"] = str(post_file)
+        cmd += ["--", str(first_index), str(args.threads)]
+    proc = subprocess.run(cmd, env=child_env, capture_output=True, text=True, check=False)
+    match = re.search(r"^BENCH_JSON (.*)$", proc.stdout, re.MULTILINE)
+    if proc.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return parse_wrk(name, json.loads(match.group(1)))
+
+
+def parse_wrk(name: str, raw: dict[str, Any]) -> WrkResult:
+    def num(key: str) -> float:
+        return float(raw.get(key, 0))
+
+    return WrkResult(
+        name=name,
+        requests=int(num("requests")),
+        seconds=num("duration_us") / 1e6,
+        p50_ms=num("p50_us") / 1000,
+        p99_ms=num("p99_us") / 1000,
+        max_ms=num("max_us") / 1000,
+        errors={k: int(v) for k, v in raw["errors"].items()},
+        statuses={k: int(v) for k, v in raw.get("statuses", {}).items()},
+        generated=int(num("generated")),
+        last_index=int(num("last_index")) if "last_index" in raw else -1,
+        exhausted=int(num("exhausted")),
+    )
+
+
+def measure_get(name: str, url: str, args: argparse.Namespace) -> WrkResult:
+    run_wrk(f"{name} warm-up", url, args, args.warmup)
+    return run_wrk(name, url, args, args.duration)
+
+
+def measure_post(env: Env, args: argparse.Namespace) -> tuple[WrkResult, int, int]:
+    """Warm up, then measure.
+
+    Returns the run, how many 200s the server counted during it, and its first index.
+    """
+    requests = env.tmp / "requests.txt"
+    append_requests(requests, env.secret, 0, args.requests)
+    available = args.requests
+    warm = run_wrk("POST warm-up", env.server_url, args, args.warmup, requests, 0)
+    check_not_exhausted(warm)
+    first = warm.last_index + 1  # past every line any warm-up thread took
+    # Never run out of fresh lines: twice the warm-up rate over the run, plus slack.
+    needed = int(warm.rate * args.duration * 2) + 20_000
+    if available - first < needed:
+        append_requests(requests, env.secret, available, needed - (available - first))
+    before = accepted_updates(env)
+    run = run_wrk("POST /score (durable)", env.server_url, args, args.duration, requests, first)
+    check_not_exhausted(run)
+    time.sleep(0.5)  # let requests that were in flight when wrk stopped finish
+    return run, accepted_updates(env) - before, first
+
+
+def check_not_exhausted(result: WrkResult) -> None:
+    if result.exhausted:
+        raise RuntimeError(f"{result.name}: ran out of pre-generated requests; raise --requests")
+
+
+# --- checks -----------------------------------------------------------------------
+
+
+def accepted_updates(env: Env) -> int:
+    text = httpx.get(f"{env.server_url}/metrics").text
+    match = re.search(r'^scoreboard_score_updates_total\{outcome="accepted"\} (\S+)$', text, re.M)
+    return int(float(match.group(1))) if match else 0
+
+
+def check_board(env: Env, first: int, last: int) -> list[str]:
+    """Cheap durability checks after the POST run; returns problems found."""
+    problems = []
+    board = httpx.get(f"{env.server_url}/scores", params={"limit": 100}).json()
+    bench_rows = [row for row in board if not row["user_id"].startswith("seed")]
+    if len(board) != 100 or any(row["score"] != 1 for row in bench_rows):
+        problems.append(f"GET /scores?limit=100: expected bench users with score 1, got {board}")
+    # Users from the middle of the run were sent by every thread and answered long before
+    # wrk stopped (the very first line may have gone to wrk's own request check).
+    middle = (first + last) // 2
+    for i in range(middle, middle + 10):
+        user = f"u{i:07d}"
+        row = httpx.get(f"{env.server_url}/users/{user}")
+        if row.status_code != 200 or row.json()["score"] != 1:
+            problems.append(f"GET /users/{user}: {row.status_code} {row.text}")
+    return problems
+
+
+# --- report -----------------------------------------------------------------------
+
+
+def report(results: list[WrkResult], server_200s: int, problems: list[str]) -> dict[str, object]:
+    nginx, get, post = results
+    ratio = get.rate / nginx.rate if nginx.rate else 0.0
+    print()
+    print(f"{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'non-200':>10}")
+    for r in results:
+        print(
+            f"{r.name:<26}{r.rate:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
+            f"{r.max_ms:>10.1f}{r.non_200:>10}"
+        )
+    get_met, post_met = ratio >= GET_TARGET_RATIO, post.rate >= POST_TARGET_RATE
+    print(f"GET/nginx ratio: {ratio:.2f} (target >= {GET_TARGET_RATIO}: {verdict(get_met)})")
+    print(f"POST rate: {post.rate:.0f}/s (target >= {POST_TARGET_RATE:.0f}: {verdict(post_met)})")
+    wrk_200s = post.statuses.get("200", 0)
+    print(f"POST statuses seen by wrk: {post.statuses}; socket errors: {socket_errors(post)}")
+    print(f"POST 200s: wrk saw {wrk_200s}, server accepted {server_200s} "
+          f"({server_200s - wrk_200s:+d}; in flight when wrk stopped)")
+    for r in results:
+        if r.non_200:
+            print(f"WARNING: {r.name}: {r.non_200} non-200 answers or socket errors {r.errors}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    return {
+        "results": [asdict(r) | {"rate": r.rate, "non_200": r.non_200} for r in results],
+        "get_nginx_ratio": ratio,
+        "get_target_met": get_met,
+        "post_rate": post.rate,
+        "post_target_met": post_met,
+        "post_200_wrk": wrk_200s,
+        "post_200_server": server_200s,
+        "problems": problems,
+    }
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def socket_errors(result: WrkResult) -> dict[str, int]:
+    return {kind: n for kind, n in result.errors.items() if kind != "status"}
+
+
+def write_json(path: Path, summary: dict[str, object], args: argparse.Namespace) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) for k, v in vars(args).items()}
+    path.write_text(json.dumps(summary | {"settings": settings, "at": time.time()}, indent=2))
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_tools()
+    with bench_env(args.keep_tmp) as env:
+        start_server(env)
+        seed_board(env)
+        top10 = httpx.get(f"{env.server_url}/scores").content
+        start_nginx(env, top10)
+        print(f"top-10 body: {len(top10)} bytes; wrk -t{args.threads} -c{args.connections} "
+              f"-d{args.duration}s after {args.warmup}s warm-up", flush=True)
+        nginx = measure_get("nginx static top-10", f"{env.nginx_url}/scores", args)
+        get = measure_get("GET /scores", f"{env.server_url}/scores", args)
+        post, server_200s, first = measure_post(env, args)
+        problems = check_board(env, first, post.last_index)
+        summary = report([nginx, get, post], server_200s, problems)
+        write_json(args.output, summary, args)
+    return 1 if problems or any(r.non_200 for r in (nginx, get, post)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
