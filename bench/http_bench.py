@@ -55,7 +55,9 @@ class WrkResult:
 
     @property
     def rate(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
+        """Answers per second; for POST only the 200s count (an error is not an update)."""
+        done = self.statuses.get("200", 0) if self.statuses else self.requests
+        return done / self.seconds if self.seconds else 0.0
 
     @property
     def non_200(self) -> int:
@@ -318,10 +320,11 @@ def measure_get(name: str, url: str, args: argparse.Namespace) -> WrkResult:
     return run_wrk(name, url, args, args.duration)
 
 
-def measure_post(env: Env, args: argparse.Namespace) -> tuple[WrkResult, int, int]:
+def measure_post(env: Env, args: argparse.Namespace) -> tuple[WrkResult, dict[str, int], int]:
     """Warm up, then measure.
 
-    Returns the run, how many 200s the server counted during it, and its first index.
+    Returns the run, the server's count of updates by outcome during it, and the first
+    request index it used.
     """
     requests = env.tmp / "requests.txt"
     append_requests(requests, env.secret, 0, args.requests)
@@ -333,11 +336,12 @@ def measure_post(env: Env, args: argparse.Namespace) -> tuple[WrkResult, int, in
     needed = int(warm.rate * args.duration * 2) + 20_000
     if available - first < needed:
         append_requests(requests, env.secret, available, needed - (available - first))
-    before = accepted_updates(env)
+    before = update_counts(env)
     run = run_wrk("POST /score (durable)", env.server_url, args, args.duration, requests, first)
     check_not_exhausted(run)
     time.sleep(0.5)  # let requests that were in flight when wrk stopped finish
-    return run, accepted_updates(env) - before, first
+    after = update_counts(env)
+    return run, {k: after.get(k, 0) - before.get(k, 0) for k in after}, first
 
 
 def check_not_exhausted(result: WrkResult) -> None:
@@ -348,22 +352,27 @@ def check_not_exhausted(result: WrkResult) -> None:
 # --- checks -----------------------------------------------------------------------
 
 
-def accepted_updates(env: Env) -> int:
+def update_counts(env: Env) -> dict[str, int]:
+    """scoreboard_score_updates_total by outcome ("accepted", "replayed")."""
     text = httpx.get(f"{env.server_url}/metrics").text
-    match = re.search(r'^scoreboard_score_updates_total\{outcome="accepted"\} (\S+)$', text, re.M)
-    return int(float(match.group(1))) if match else 0
+    pattern = r'^scoreboard_score_updates_total\{outcome="(\w+)"\} (\S+)$'
+    return {m[1]: int(float(m[2])) for m in re.finditer(pattern, text, re.MULTILINE)}
 
 
-def check_board(env: Env, first: int, last: int) -> list[str]:
+def check_post(env: Env, post: WrkResult, first: int, outcomes: dict[str, int]) -> list[str]:
     """Cheap durability checks after the POST run; returns problems found."""
     problems = []
+    if outcomes.get("replayed", 0):
+        problems.append(f"{outcomes['replayed']} replays: an Idempotency-Key was sent twice")
+    if outcomes.get("accepted", 0) < post.statuses.get("200", 0):
+        problems.append("wrk saw more 200s than the server counted as accepted")
     board = httpx.get(f"{env.server_url}/scores", params={"limit": 100}).json()
     bench_rows = [row for row in board if not row["user_id"].startswith("seed")]
     if len(board) != 100 or any(row["score"] != 1 for row in bench_rows):
         problems.append(f"GET /scores?limit=100: expected bench users with score 1, got {board}")
     # Users from the middle of the run were sent by every thread and answered long before
     # wrk stopped (the very first line may have gone to wrk's own request check).
-    middle = (first + last) // 2
+    middle = (first + post.last_index) // 2
     for i in range(middle, middle + 10):
         user = f"u{i:07d}"
         row = httpx.get(f"{env.server_url}/users/{user}")
@@ -375,7 +384,9 @@ def check_board(env: Env, first: int, last: int) -> list[str]:
 # --- report -----------------------------------------------------------------------
 
 
-def report(results: list[WrkResult], server_200s: int, problems: list[str]) -> dict[str, object]:
+def report(
+    results: list[WrkResult], outcomes: dict[str, int], problems: list[str]
+) -> dict[str, object]:
     nginx, get, post = results
     ratio = get.rate / nginx.rate if nginx.rate else 0.0
     print()
@@ -388,7 +399,7 @@ def report(results: list[WrkResult], server_200s: int, problems: list[str]) -> d
     get_met, post_met = ratio >= GET_TARGET_RATIO, post.rate >= POST_TARGET_RATE
     print(f"GET/nginx ratio: {ratio:.2f} (target >= {GET_TARGET_RATIO}: {verdict(get_met)})")
     print(f"POST rate: {post.rate:.0f}/s (target >= {POST_TARGET_RATE:.0f}: {verdict(post_met)})")
-    wrk_200s = post.statuses.get("200", 0)
+    wrk_200s, server_200s = post.statuses.get("200", 0), outcomes.get("accepted", 0)
     print(f"POST statuses seen by wrk: {post.statuses}; socket errors: {socket_errors(post)}")
     print(f"POST 200s: wrk saw {wrk_200s}, server accepted {server_200s} "
           f"({server_200s - wrk_200s:+d}; in flight when wrk stopped)")
@@ -436,9 +447,9 @@ def main(argv: list[str] | None = None) -> int:
               f"-d{args.duration}s after {args.warmup}s warm-up", flush=True)
         nginx = measure_get("nginx static top-10", f"{env.nginx_url}/scores", args)
         get = measure_get("GET /scores", f"{env.server_url}/scores", args)
-        post, server_200s, first = measure_post(env, args)
-        problems = check_board(env, first, post.last_index)
-        summary = report([nginx, get, post], server_200s, problems)
+        post, outcomes, first = measure_post(env, args)
+        problems = check_post(env, post, first, outcomes)
+        summary = report([nginx, get, post], outcomes, problems)
         write_json(args.output, summary, args)
     return 1 if problems or any(r.non_200 for r in (nginx, get, post)) else 0
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -91,3 +96,58 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     for leak in ("Traceback", "SELECT", "INSERT", SECRET, "sqlite"):
         assert leak not in response.text
     return body
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``scoreboard serve`` as its own process, as an operator runs it."""
+
+    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "SCOREBOARD_DATA_DIR": str(data_dir),
+            "SCOREBOARD_JWT_SECRET": SECRET,
+            "SCOREBOARD_RATE_LIMIT": "100000/minute",
+            **(env or {}),
+        }
+        self.log_path = data_dir / f"server-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start_args: list[str] = []
+        self.scheme = "http"
+
+    def start(self, timeout: float = 15) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "scoreboard", "serve", "--port", str(self.port),
+                 *self.start_args],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                health = self.url.replace("http://", f"{self.scheme}://") + "/healthz"
+                if httpx.get(health, timeout=1, verify=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server did not start in time")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=15)
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()

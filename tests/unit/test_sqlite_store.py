@@ -1,0 +1,144 @@
+"""SQLiteStore: migrations in place, constraints, durability settings, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from scoreboard.errors import StoreUnavailable
+from scoreboard.groupcommit import GroupCommitter
+from scoreboard.model import MAX_TOTAL, StoredResponse
+from scoreboard.store.migrations import migrations
+from scoreboard.store.sqlite import SQLiteStore
+
+
+async def test_pragmas_and_schema(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        conn = store._writer
+        assert conn is not None
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations("sqlite"))
+    finally:
+        await store.close()
+
+
+async def test_an_older_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    first = migrations("sqlite")[0]
+    conn.executescript(f"BEGIN; {first.sql}; PRAGMA user_version = 1; COMMIT;")
+    conn.execute("INSERT INTO ledger (user_id, delta, at_ms, source) VALUES ('a', 7, 0, 'x')")
+    conn.execute("INSERT INTO totals VALUES ('a', 7, 1, 0, 'Ann')")
+    conn.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert [(t.user_id, t.total, t.name) for t in await store.totals()] == [("a", 7, "Ann")]
+        async with store.transaction() as tx:  # the table version 2 added works
+            await tx.remember("a", "k", StoredResponse("f", 200, b"{}"), 0)
+        assert await store.find_response("a", "k") == StoredResponse("f", 200, b"{}")
+    finally:
+        await store.close()
+
+
+async def test_a_newer_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StoreUnavailable):
+        await SQLiteStore(path).open()
+
+
+async def test_check_constraints_refuse_non_integers(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    for i, bad in enumerate(("1.5", "'seven'", str(MAX_TOTAL + 1), "-1")):
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(f"INSERT INTO totals VALUES ('x{i}', {bad}, 1, 0, NULL)")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO ledger (user_id, delta, at_ms, source) VALUES ('x', 0, 0, 's')")
+
+
+async def test_add_reports_the_cap_and_writes_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        async with store.transaction() as tx:
+            assert (await tx.add("a", MAX_TOTAL, None, "s", 0)).total == MAX_TOTAL  # type: ignore[union-attr]
+            assert await tx.add("a", 1, None, "s", 0) is None
+        assert store._reader.execute("SELECT count(*) FROM ledger").fetchone()[0] == 1  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_a_failed_transaction_keeps_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as tx:
+                await tx.add("a", 5, None, "s", 0)
+                raise RuntimeError("boom")
+        assert await store.totals() == []
+    finally:
+        await store.close()
+
+
+async def test_group_commit_batches_what_queued(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    batches: list[int] = []
+
+    async def work(tx, jobs):  # type: ignore[no-untyped-def]
+        return [await tx.add(f"u{j}", 1, None, "s", 0) for j in jobs]
+
+    async def after(results):  # type: ignore[no-untyped-def]
+        return None
+
+    committer = GroupCommitter(store, work, after, observe_batch=batches.append)
+    committer.start()
+    try:
+        results = await asyncio.gather(*(committer.submit(i) for i in range(500)))
+        assert sorted(r.user_id for r in results) == sorted(f"u{i}" for i in range(500))
+        assert sum(batches) == 500
+        assert len(batches) < 50  # one fsync served many updates
+        assert len(await store.totals()) == 500
+    finally:
+        await committer.stop()
+        await store.close()
+
+
+async def test_group_commit_fails_the_whole_batch_on_a_store_error(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db", lock_timeout=0.2)
+    await store.open()
+
+    async def work(tx, jobs):  # type: ignore[no-untyped-def]
+        return [await tx.add("u", 1, None, "s", 0) for _ in jobs]
+
+    async def after(results):  # type: ignore[no-untyped-def]
+        return None
+
+    committer = GroupCommitter(store, work, after)
+    committer.start()
+    locker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        results = await asyncio.gather(*(committer.submit(i) for i in range(5)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert (await committer.submit(0)).total == 1
+    await committer.stop()
+    await store.close()
