@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import os
+import re
 import secrets
 import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 import jwt
@@ -137,6 +140,8 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._jwks: JwksKeys | None = None
         self._key: Any = None
+        self._hmac_key: bytes | None = None
+        self._jws = jwt.PyJWS()
         if settings.jwt_jwks_url:
             self._jwks = JwksKeys(settings.jwt_jwks_url)
             default: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
@@ -150,7 +155,8 @@ class TokenVerifier:
                 ) from exc
             default = (_public_key_algorithm(self._key),)
         else:
-            self._key = settings.jwt_secret or load_or_create_dev_secret(settings.data_dir)
+            secret = settings.jwt_secret or load_or_create_dev_secret(settings.data_dir)
+            self._hmac_key = secret.encode()
             default = ("HS256",)
         self.algorithms = list(settings.jwt_algorithms or default)
         symmetric = self._jwks is None and settings.jwt_public_key is None
@@ -161,38 +167,92 @@ class TokenVerifier:
 
     async def verify(self, authorization: str | None) -> Identity:
         token = _bearer_token(authorization)
-        header = _unverified_header(token)
+        parts = token.split(".")
+        if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
+            raise Unauthorized("the token is malformed", "malformed")
+        header = _json_object(parts[0])
         if "crit" in header:
             raise Unauthorized("critical header extensions are not supported", "crit")
         if header.get("alg") not in self.algorithms:
             raise Unauthorized("the token's algorithm is not accepted", "bad_algorithm")
-        key = await self._jwks.key_for(header.get("kid")) if self._jwks else self._key
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=self.algorithms,
-                options={"require": ["exp", "sub"]},
-                leeway=LEEWAY_SECONDS,
-                issuer=self._issuer,
-                audience=self._audience,
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("the token has expired", "expired") from exc
-        except jwt.PyJWTError as exc:
-            raise Unauthorized("the token is not valid", type(exc).__name__) from exc
-        return self._identity(claims)
+        if self._hmac_key is not None:
+            _check_hs256(parts, self._hmac_key)
+        else:
+            key = await self._jwks.key_for(header.get("kid")) if self._jwks else self._key
+            try:
+                self._jws.decode_complete(token, key, algorithms=self.algorithms)
+            except jwt.PyJWTError as exc:
+                raise Unauthorized("the token is not valid", "bad_signature") from exc
+        return self._identity(_json_object(parts[1]))
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
-        sub = claims["sub"]
+        """Check the claims of a token whose signature is good."""
+        now = self._clock()
+        exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+        if not _is_number(exp) or any(v is not None and not _is_number(v) for v in (nbf, iat)):
+            raise Unauthorized("exp is required; exp, nbf and iat must be numbers", "bad_times")
+        if exp + LEEWAY_SECONDS <= now:
+            raise Unauthorized("the token has expired", "expired")
+        if (nbf is not None and nbf - LEEWAY_SECONDS > now) or (
+            iat is not None and iat - LEEWAY_SECONDS > now
+        ):
+            raise Unauthorized("the token is not valid yet", "not_yet_valid")
+        if exp - (iat if iat is not None else now) > self._max_ttl:
+            raise Unauthorized("the token lives longer than allowed", "ttl_too_long")
+        if self._issuer is not None and claims.get("iss") != self._issuer:
+            raise Unauthorized("the token's issuer is not accepted", "bad_issuer")
+        if not _audience_ok(claims.get("aud", _ABSENT), self._audience):
+            raise Unauthorized("the token's audience is not accepted", "bad_audience")
+        sub = claims.get("sub")
         if not is_user_id(sub):
             raise Unauthorized("the token's subject is not a valid user id", "bad_sub")
-        exp, iat = claims["exp"], claims.get("iat")
-        start = iat if isinstance(iat, int | float) else self._clock()
-        if exp - start > self._max_ttl:
-            raise Unauthorized("the token lives longer than allowed", "ttl_too_long")
         name = clean_name(claims.get("name"))
-        return Identity(sub=sub, name=name, admin=is_admin(claims.get("scope")))
+        return Identity(sub=str(sub), name=name, admin=is_admin(claims.get("scope")))
+
+
+_ABSENT = object()
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _audience_ok(aud: object, expected: str | None) -> bool:
+    if expected is None:
+        return aud is _ABSENT  # a token meant for some audience is not meant for us
+    if isinstance(aud, str):
+        return aud == expected
+    return isinstance(aud, list) and expected in [a for a in aud if isinstance(a, str)]
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _json_object(segment: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(_b64decode(segment))
+    except (binascii.Error, ValueError) as exc:
+        raise Unauthorized("the token is malformed", "malformed") from exc
+    if not isinstance(value, dict):
+        raise Unauthorized("the token is malformed", "malformed")
+    return value
+
+
+def _check_hs256(parts: list[str], key: bytes) -> None:
+    """HS256 with the standard library's HMAC: a fifth of PyJWT's cost (bench/), same checks.
+
+    The header's ``alg`` was already checked to be exactly ``HS256``.
+    """
+    signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+    expected = hmac.new(key, signing_input, hashlib.sha256).digest()
+    try:
+        signature = _b64decode(parts[2])
+    except (binascii.Error, ValueError) as exc:
+        raise Unauthorized("the token is malformed", "malformed") from exc
+    if not hmac.compare_digest(expected, signature):
+        raise Unauthorized("the token is not valid", "bad_signature")
 
 
 def _bearer_token(authorization: str | None) -> str:
@@ -207,17 +267,6 @@ def _bearer_token(authorization: str | None) -> str:
     if len(token) > MAX_TOKEN_BYTES:
         raise Unauthorized("the token is too large", "token_too_large")
     return token
-
-
-def _unverified_header(token: str) -> dict[str, Any]:
-    head = token.split(".", 1)[0]
-    try:
-        header = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except (binascii.Error, ValueError) as exc:
-        raise Unauthorized("the token is malformed", "malformed") from exc
-    if not isinstance(header, dict):
-        raise Unauthorized("the token is malformed", "malformed")
-    return header
 
 
 class TokenSigner:
