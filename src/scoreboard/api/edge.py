@@ -25,6 +25,7 @@ MAX_BODY_BYTES = 4 * 1024
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 log = structlog.get_logger("scoreboard.edge")
+security_log = structlog.get_logger("scoreboard.security")
 
 
 class Edge:
@@ -39,7 +40,7 @@ class Edge:
             return
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
-        request_id = _request_id(scope)
+        request_id, oversized = _read_head(scope)
         status = 500
         response_started = False
         tls = scope.get("scheme") == "https"
@@ -52,7 +53,10 @@ class Edge:
                 headers = message.setdefault("headers", [])
                 headers.append((b"x-request-id", request_id))
                 headers.append((b"x-content-type-options", b"nosniff"))
-                if not any(name == b"cache-control" for name, _ in headers):
+                for name, _ in headers:
+                    if name == b"cache-control":
+                        break
+                else:
                     headers.append((b"cache-control", b"no-store"))
                 if tls:
                     headers.append((b"strict-transport-security", b"max-age=63072000"))
@@ -70,7 +74,12 @@ class Edge:
             return message
 
         try:
-            _check_sizes(scope)
+            if oversized is not None:
+                client = scope.get("client")
+                security_log.warning("request_refused", reason=oversized.reason,
+                                     status=oversized.status, path=path,
+                                     client=client[0] if client else None)
+                raise oversized
             await self._app(scope, receive_limited, send_with_headers)
         except ScoreboardError as error:
             if not response_started:
@@ -93,21 +102,20 @@ class Edge:
             })
 
 
-def _request_id(scope: Scope) -> bytes:
+def _read_head(scope: Scope) -> tuple[bytes, ScoreboardError | None]:
+    """One pass over the request head: its request id, and whether it is too large."""
+    request_id = b""
+    size = len(scope.get("raw_path") or b"") + len(scope["query_string"])
+    too_large: ScoreboardError | None = None
     for name, value in scope["headers"]:
+        size += len(name) + len(value) + 4
         if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
-            return bytes(value)
-    return os.urandom(8).hex().encode()
-
-
-def _check_sizes(scope: Scope) -> None:
-    head = len(scope.get("raw_path") or b"") + len(scope["query_string"])
-    for name, value in scope["headers"]:
-        head += len(name) + len(value) + 4
-        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the body is over {MAX_BODY_BYTES} bytes", "body_size")
-    if head > MAX_HEAD_BYTES:
-        raise HeadersTooLarge(f"the request head is over {MAX_HEAD_BYTES} bytes", "head_size")
+            request_id = bytes(value)
+        elif name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+            too_large = PayloadTooLarge(f"the body is over {MAX_BODY_BYTES} bytes", "body_size")
+    if size > MAX_HEAD_BYTES:
+        too_large = HeadersTooLarge(f"the request head is over {MAX_HEAD_BYTES} bytes", "head_size")
+    return request_id or os.urandom(8).hex().encode(), too_large
 
 
 def _route_label(scope: Scope) -> str:

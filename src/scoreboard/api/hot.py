@@ -64,8 +64,8 @@ class ScoreRoutes:
         who: Identity | None = None
         try:
             body = await _read_body(receive)
-            who = await self._authenticate(scope)
-            keys = [v for n, v in scope["headers"] if n == b"idempotency-key"]
+            authorization, content_type, keys = _post_headers(scope)
+            who = await self._authenticate(scope, authorization)
             valid = len(keys) == 1 and _IDEMPOTENCY_KEY.fullmatch(keys[0])
             key = keys[0].decode() if valid else None
             parsed: object = None
@@ -82,7 +82,7 @@ class ScoreRoutes:
                         await self._answer(send, earlier, replayed=True)
                         return
             await self._service.admit(who.sub)
-            checks.check_media_type(_header(scope, b"content-type"))
+            checks.check_media_type(content_type)
             if keys and key is None:
                 raise BadRequest(
                     "Idempotency-Key must be sent once, 1-255 printable ASCII characters",
@@ -105,12 +105,12 @@ class ScoreRoutes:
             raise
         await self._answer(send, result.response, replayed=result.replayed)
 
-    async def _authenticate(self, scope: Scope) -> Identity:
+    async def _authenticate(self, scope: Scope, authorization: str | None) -> Identity:
         client = scope.get("client")
         address = client[0] if client else "unknown"
         await self._limits.check_auth_failures(address)
         try:
-            return await self._verifier.verify(_header(scope, b"authorization"))
+            return await self._verifier.verify(authorization)
         except Unauthorized:
             await self._limits.count_auth_failure(address)
             raise
@@ -121,15 +121,32 @@ class ScoreRoutes:
         await _send_json(send, response.status, response.body, headers)
 
 
+def _post_headers(scope: Scope) -> tuple[str | None, str | None, list[bytes]]:
+    """Authorization, Content-Type and every Idempotency-Key, in one pass."""
+    authorization = content_type = None
+    keys = []
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"idempotency-key":
+            keys.append(value)
+    return authorization, content_type, keys
+
+
 async def _read_body(receive: Receive) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise BadRequest("the client went away", "disconnected")
-        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
+            if not chunks:
+                return bytes(message.get("body", b""))
+            chunks.append(message.get("body", b""))
             return b"".join(chunks)
+        chunks.append(message.get("body", b""))
 
 
 async def _send_json(send: Send, status: int, body: bytes,

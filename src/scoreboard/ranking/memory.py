@@ -21,22 +21,33 @@ def _key(total: UserTotal) -> Key:
 
 
 class _MemoryPreview:
+    """Ranks of a batch before it is applied, in O(log n) each.
+
+    rank - 1 = committed keys ahead of the new key, minus the committed keys that the
+    batch replaces, plus the batch's own new keys ahead of it.
+    """
+
     def __init__(self, ranking: MemoryRanking) -> None:
         self._ranking = ranking
         self._pending: dict[str, Key] = {}
+        self._added: SortedList = SortedList()
+        self._replaced: SortedList = SortedList()
 
     async def rank_after(self, total: UserTotal) -> int:
         key = _key(total)
-        keys = self._ranking._keys
-        ahead: int = self._ranking._order.bisect_left(key)
-        # Users changed earlier in this batch: drop their committed key, count the new one.
-        for user_id in self._pending.keys() | {total.user_id}:
-            old = keys.get(user_id)
-            if old is not None and old < key:
-                ahead -= 1
-        for user_id, pending in self._pending.items():
-            if user_id != total.user_id and pending < key:
-                ahead += 1
+        earlier = self._pending.get(total.user_id)
+        if earlier is not None:
+            self._added.remove(earlier)
+        else:
+            committed = self._ranking._keys.get(total.user_id)
+            if committed is not None:
+                self._replaced.add(committed)
+        ahead: int = (
+            self._ranking._order.bisect_left(key)
+            - self._replaced.bisect_left(key)
+            + self._added.bisect_left(key)
+        )
+        self._added.add(key)
         self._pending[total.user_id] = key
         return ahead + 1
 

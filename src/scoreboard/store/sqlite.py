@@ -24,7 +24,7 @@ from scoreboard.model import StoredResponse, UserTotal
 from scoreboard.store.base import Transaction
 from scoreboard.store.migrations import migrations
 
-_ADD_LEDGER = "INSERT INTO ledger (user_id, delta, at_ms, source) VALUES (?, ?, ?, ?) RETURNING id"
+_ADD_LEDGER = "INSERT INTO ledger (user_id, delta, at_ms, source) VALUES (?, ?, ?, ?)"
 # The WHERE refuses an update that would pass 2^53 - 1 (MAX_TOTAL): no row comes back.
 _ADD_TOTAL = """
 INSERT INTO totals (user_id, total, seq, reached_ms, name) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -71,7 +71,11 @@ class _SQLiteTransaction:
 
     async def add(self, user_id: str, delta: int, name: str | None, source: str,
                   now_ms: int) -> UserTotal | None:
-        (seq,) = self._one(_ADD_LEDGER, (user_id, delta, now_ms, source))
+        try:
+            seq = self._conn.execute(_ADD_LEDGER, (user_id, delta, now_ms, source)).lastrowid
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+        assert seq is not None  # an INSERT into a rowid table always has one
         row = self._one(_ADD_TOTAL, (user_id, delta, seq, now_ms, name))
         if row is None:  # would pass the cap: take the ledger entry back
             self._one("DELETE FROM ledger WHERE id = ?", (seq,))
