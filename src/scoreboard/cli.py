@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import ssl
 import sys
 
 from scoreboard.settings import Settings, SettingsError
@@ -46,44 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from scoreboard.app import create_app
-    from scoreboard.logs import configure_logging
+    from scoreboard.server import serve
 
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise SettingsError("--ssl-certfile and --ssl-keyfile go together")
-    configure_logging(settings.log_level)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,  # the app writes one structured line per request
-        proxy_headers=False,  # client addresses are the peers'; see docs/operations.md
-        server_header=False,
-        ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile,
-        ssl_version=ssl.PROTOCOL_TLS_SERVER,
-        ssl_ciphers="ECDHE+AESGCM:ECDHE+CHACHA20",
-        lifespan="on",
-    )
-    # Fewer, larger young-generation collections: the default (700 allocations) runs the
-    # collector every few requests; the service builds few reference cycles.
-    gc.set_threshold(50_000, 20, 100)
-    server = uvicorn.Server(config)
-    if args.ssl_certfile:
-        _pin_tls_versions(config)
-    server.run()
-    return 0 if server.started else 1
-
-
-def _pin_tls_versions(config: object) -> None:
-    """TLS 1.2 and 1.3 only: uvicorn builds the context; we raise its floor."""
-    config.load()  # type: ignore[attr-defined]
-    context = config.ssl  # type: ignore[attr-defined]
-    if isinstance(context, ssl.SSLContext):
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return serve(settings, args.host, args.port, args.ssl_certfile, args.ssl_keyfile)
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:

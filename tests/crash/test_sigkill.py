@@ -81,3 +81,25 @@ async def test_sigkill_loses_no_acknowledged_write_and_counts_none_twice(tmp_pat
             assert {e["user_id"]: e["score"] for e in board} == expected
     finally:
         server.kill(signal.SIGTERM)
+
+
+async def test_sigterm_finishes_in_flight_writes_and_exits_0(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data")
+    server.start()
+    tokens = {u: token(u) for u in USERS}
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        pending = [asyncio.create_task(send(client, tokens, i)) for i in range(200)]
+        await asyncio.sleep(0.05)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        answers = await asyncio.gather(*pending, return_exceptions=True)
+    assert server.proc.wait(timeout=15) == 0
+    acked = {i for i, r in enumerate(answers) if isinstance(r, httpx.Response) and r.status_code == 200}
+    assert acked  # some were in flight when the signal came
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            for i in acked:
+                assert (await send(client, tokens, i)).headers.get("idempotent-replayed") == "true"
+    finally:
+        server.kill(signal.SIGTERM)
