@@ -86,16 +86,34 @@ async def test_sigkill_loses_no_acknowledged_write_and_counts_none_twice(tmp_pat
 async def test_sigterm_finishes_in_flight_writes_and_exits_0(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data")
     server.start()
+    assert server.proc is not None
     tokens = {u: token(u) for u in USERS}
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        pending = [asyncio.create_task(send(client, tokens, i)) for i in range(200)]
-        await asyncio.sleep(0.05)
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGTERM)
-        answers = await asyncio.gather(*pending, return_exceptions=True)
+    answers: dict[int, httpx.Response | Exception] = {}
+    stopping = asyncio.Event()
+
+    async def worker(client: httpx.AsyncClient, indexes: list[int]) -> None:
+        for i in indexes:
+            try:
+                answers[i] = await send(client, tokens, i)
+            except httpx.HTTPError as exc:
+                answers[i] = exc
+            if sum(isinstance(a, httpx.Response) for a in answers.values()) >= 100:
+                stopping.set()
+            if stopping.is_set() and isinstance(answers[i], Exception):
+                return
+
+    async def stop_when_busy() -> None:
+        await stopping.wait()
+        server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10, limits=limits) as client:
+        await asyncio.gather(stop_when_busy(),
+                             *(worker(client, list(range(w, OPS, 50))) for w in range(50)))
     assert server.proc.wait(timeout=15) == 0
-    acked = {i for i, r in enumerate(answers) if isinstance(r, httpx.Response) and r.status_code == 200}
-    assert acked  # some were in flight when the signal came
+    statuses = {a.status_code for a in answers.values() if isinstance(a, httpx.Response)}
+    assert statuses == {200}  # nothing in flight was failed by the stop
+    acked = {i for i, a in answers.items() if isinstance(a, httpx.Response)}
     server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
