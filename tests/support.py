@@ -17,9 +17,10 @@ from typing import Any
 
 import httpx
 import jwt
-import uvicorn
 
 from scoreboard.app import create_app
+from scoreboard.server import Server as ScoreboardServer
+from scoreboard.server import make_config
 from scoreboard.settings import Settings
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"
@@ -67,9 +68,7 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Server]:
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    server = ScoreboardServer(make_config(app, "127.0.0.1", 0))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

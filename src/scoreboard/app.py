@@ -16,14 +16,17 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scoreboard.api.edge import Edge
 from scoreboard.api.hot import AsgiEndpoint, ScoreRoutes
+from scoreboard.api.live import LiveRoutes
 from scoreboard.api.openapi import install_openapi
 from scoreboard.api.routes import install_error_handlers, router
 from scoreboard.auth import TokenVerifier
+from scoreboard.broker.memory import MemoryBroker
+from scoreboard.live import Hub
 from scoreboard.logs import AccessLog, level_number
 from scoreboard.metrics import Metrics
 from scoreboard.ranking.memory import MemoryRanking
@@ -58,22 +61,36 @@ class HotDispatch:
         await self._fallback(scope, receive, send)
 
 
-def create_app(settings: Settings) -> ASGIApp:
+def create_app(settings: Settings) -> Edge:
     metrics = Metrics()
     store = SQLiteStore(settings.sqlite_path)
     ranking = MemoryRanking()
     limits = RateLimits(settings.rate_limit_item, settings.auth_failure_limit_item)
     verifier = TokenVerifier(settings)
-    service = ScoreService(store, ranking, limits, observe_batch=metrics.batch,
+    broker = MemoryBroker()
+    hub = Hub(
+        push_interval=settings.push_interval_ms / 1000,
+        max_subscribers=settings.live_max,
+        max_per_address=settings.live_max_per_address,
+        stall_timeout=settings.live_stall_seconds,
+        on_push=metrics.push,
+        on_drop=metrics.live_dropped,
+    )
+    broker.subscribe(hub.offer)
+    metrics.count_live(hub.__len__)
+    service = ScoreService(store, ranking, limits, broker, observe_batch=metrics.batch,
                            max_queue=settings.commit_queue_limit)
     access_log = AccessLog(enabled=level_number(settings.log_level) <= logging.INFO)
     scores = ScoreRoutes(service, verifier, limits, metrics, settings.max_increment)
+    live = LiveRoutes(hub, settings.cors_origins)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         flusher = asyncio.create_task(access_log.run(), name="access-log")
         await store.open()
         try:
+            await broker.start()
+            hub.start()
             await service.start()
             log.info("started", database=settings.database_url, dev_key=settings.uses_dev_key,
                      algorithms=verifier.algorithms)
@@ -82,7 +99,9 @@ def create_app(settings: Settings) -> ASGIApp:
                             "directory; set SCOREBOARD_JWT_SECRET, _PUBLIC_KEY or _JWKS_URL")
             yield
         finally:
+            await hub.stop()
             await service.stop()
+            await broker.stop()
             await store.close()
             log.info("stopped")
             flusher.cancel()
@@ -99,6 +118,7 @@ def create_app(settings: Settings) -> ASGIApp:
     )
     api.state.service = service
     api.state.metrics = metrics
+    api.state.hub = hub
     hot = [
         Route("/scores", AsgiEndpoint(scores.get_scores), methods=["GET"],
               include_in_schema=False),
@@ -106,6 +126,13 @@ def create_app(settings: Settings) -> ASGIApp:
               include_in_schema=False),
     ]
     api.router.routes.extend(hot)
+    api.router.routes.append(
+        Route("/scores/stream", AsgiEndpoint(live.stream), methods=["GET"],
+              include_in_schema=False)
+    )
+    api.router.routes.append(
+        WebSocketRoute("/scores/ws", AsgiEndpoint(live.websocket))
+    )
     api.include_router(router)
     install_error_handlers(api)
     install_openapi(api)
@@ -120,4 +147,4 @@ def create_app(settings: Settings) -> ASGIApp:
             expose_headers=["ETag", "Retry-After", "Idempotent-Replayed", "X-Request-ID"],
             max_age=600,
         )
-    return Edge(app, metrics, access_log)
+    return Edge(app, metrics, access_log, state=api.state, before_shutdown=hub.close_all)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -31,6 +33,18 @@ class Metrics:
             "scoreboard_group_commit_batch_size", "Updates committed per transaction",
             buckets=_BATCH_BUCKETS, registry=self.registry,
         )
+        self._push_latency = Histogram(
+            "scoreboard_live_push_latency_seconds",
+            "From a top-10 change reaching the hub to its push to every live client",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self._live_dropped = Counter(
+            "scoreboard_live_dropped", "Live connections the server ended, by reason",
+            ["reason"], registry=self.registry,
+        )
+        self._live = Gauge("scoreboard_live_connections", "Open SSE and WebSocket connections",
+                           registry=self.registry)
         # labels() costs a dict build and a lock; keep the children we have made.
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
 
@@ -53,6 +67,15 @@ class Metrics:
 
     def batch(self, size: int) -> None:
         self._batch.observe(size)
+
+    def push(self, seconds: float) -> None:
+        self._push_latency.observe(seconds)
+
+    def live_dropped(self, reason: str) -> None:
+        self._live_dropped.labels(reason).inc()
+
+    def count_live(self, count: Callable[[], int]) -> None:
+        self._live.set_function(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

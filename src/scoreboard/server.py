@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import socket
 import ssl
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from scoreboard.app import create_app
 from scoreboard.logs import configure_logging
@@ -24,12 +26,19 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # End live streams first: uvicorn waits for open responses before the lifespan
+        # shutdown, and a stream never ends on its own.
+        before = getattr(self.config.app, "before_shutdown", None)
+        if callable(before):
+            before()
+        await super().shutdown(sockets)
 
-def serve(settings: Settings, host: str, port: int, certfile: str | None = None,
-          keyfile: str | None = None) -> int:
-    configure_logging(settings.log_level)
+
+def make_config(app: ASGIApp, host: str, port: int, certfile: str | None = None,
+                keyfile: str | None = None) -> uvicorn.Config:
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_level="warning",
@@ -40,12 +49,23 @@ def serve(settings: Settings, host: str, port: int, certfile: str | None = None,
         ssl_keyfile=keyfile,
         ssl_ciphers="ECDHE+AESGCM:ECDHE+CHACHA20",
         lifespan="on",
+        ws_max_size=4096,  # clients have nothing to send on the live feed
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=10,
     )
     if certfile:
         # TLS 1.2 and 1.3 only: uvicorn builds the context; raise its floor.
         config.load()
         if isinstance(config.ssl, ssl.SSLContext):
             config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    return config
+
+
+def serve(settings: Settings, host: str, port: int, certfile: str | None = None,
+          keyfile: str | None = None) -> int:
+    configure_logging(settings.log_level)
+    config = make_config(create_app(settings), host, port, certfile, keyfile)
     # Fewer, larger young-generation collections: the default (700 allocations) ran the
     # collector every few requests, and older-generation passes stalled writes.
     gc.set_threshold(50_000, 20, 100)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 
 from scoreboard.auth import Identity
+from scoreboard.broker.base import Broker, Snapshot
 from scoreboard.errors import Conflict, Forbidden, NotFound, ScoreboardError, Unprocessable
 from scoreboard.groupcommit import GroupCommitter
 from scoreboard.model import MAX_TOTAL, RankedUser, StoredResponse, UserTotal
@@ -65,6 +66,7 @@ class ScoreService:
         store: Store,
         ranking: Ranking,
         limits: RateLimits,
+        broker: Broker,
         observe_batch: Callable[[int], None] = lambda size: None,
         clock: Callable[[], float] = time.time,
         max_queue: int = 10_000,
@@ -72,7 +74,10 @@ class ScoreService:
         self._store = store
         self._ranking = ranking
         self._limits = limits
+        self._broker = broker
         self._clock = clock
+        self._version = 0  # newest ledger id the ranking has applied
+        self._published = b""
         self._in_flight: set[tuple[str, str]] = set()
         self._boards: dict[int, Board] = {}
         self._next_purge_ms = 0
@@ -81,7 +86,10 @@ class ScoreService:
         )
 
     async def start(self) -> None:
-        await self._ranking.rebuild(await self._store.totals())
+        totals = await self._store.totals()
+        await self._ranking.rebuild(totals)
+        self._version = max((t.seq for t in totals), default=0)
+        await self._publish_top()
         self._committer.start()
 
     async def stop(self) -> None:
@@ -145,8 +153,19 @@ class ScoreService:
 
     async def _after_commit(self, results: Sequence[UpdateResult | ScoreboardError]) -> None:
         totals = [r.total for r in results if isinstance(r, UpdateResult) and r.total]
-        if totals and await self._ranking.apply(totals):
+        if not totals:
+            return
+        self._version = max(self._version, max(t.seq for t in totals))
+        if await self._ranking.apply(totals):
             self._boards.clear()
+            await self._publish_top()
+
+    async def _publish_top(self) -> None:
+        """Tell every hub when the top 10 (membership, order, a score or a name) changed."""
+        top = await self.board(10)
+        if top.body != self._published:
+            self._published = top.body
+            await self._broker.publish(Snapshot(self._version, top.body))
 
     # -- reads ----------------------------------------------------------------
 

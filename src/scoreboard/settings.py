@@ -41,6 +41,10 @@ class Settings:
     auth_failure_limit: str = "30/minute"
     max_increment: int = 100
     cors_origins: tuple[str, ...] = ()
+    push_interval_ms: int = 100
+    live_max: int = 20_000
+    live_max_per_address: int = 64
+    live_stall_seconds: float = 5.0
     docs: bool = True
     log_level: str = "info"
     commit_queue_limit: int = 10_000
@@ -66,6 +70,12 @@ class Settings:
             raise SettingsError(
                 f"SCOREBOARD_MAX_INCREMENT must be 1 to 2^53 - 1, got {self.max_increment}"
             )
+        if not 1 <= self.push_interval_ms <= 60_000:
+            raise SettingsError(
+                f"SCOREBOARD_PUSH_INTERVAL_MS must be 1 to 60000, got {self.push_interval_ms}"
+            )
+        if self.live_max < 1 or self.live_max_per_address < 1:
+            raise SettingsError("SCOREBOARD_LIVE_MAX and _LIVE_MAX_PER_ADDRESS must be positive")
         if self.jwt_max_ttl < 1:
             raise SettingsError(f"SCOREBOARD_JWT_MAX_TTL must be positive, got {self.jwt_max_ttl}")
         for name, value in (
@@ -120,6 +130,10 @@ class Settings:
             auth_failure_limit=get("AUTH_FAILURE_LIMIT") or "30/minute",
             max_increment=_int("SCOREBOARD_MAX_INCREMENT", get("MAX_INCREMENT"), 100),
             cors_origins=tuple(_check_origin(o) for o in _split(origins)) if origins else (),
+            push_interval_ms=_int("SCOREBOARD_PUSH_INTERVAL_MS", get("PUSH_INTERVAL_MS"), 100),
+            live_max=_int("SCOREBOARD_LIVE_MAX", get("LIVE_MAX"), 20_000),
+            live_max_per_address=_int("SCOREBOARD_LIVE_MAX_PER_ADDRESS",
+                                      get("LIVE_MAX_PER_ADDRESS"), 64),
             docs=_bool("SCOREBOARD_DOCS", get("DOCS"), True),
             log_level=(get("LOG_LEVEL") or "info").lower(),
         )

@@ -224,7 +224,7 @@ async def test_500_is_a_problem_without_trace(server: Server) -> None:
     async def broken(limit: int) -> None:
         raise RuntimeError("SELECT secret FROM internals")
 
-    service = server.app._app._fallback.state.service
+    service = server.app.state.service
     service.board = broken
     r = await server.client.get("/scores")
     body = problem(r, 500)

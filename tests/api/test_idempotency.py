@@ -57,7 +57,7 @@ async def test_concurrent_repeats_count_once(server: Server) -> None:
 
 
 async def test_key_in_flight_is_409(server: Server) -> None:
-    service = server.app._app._fallback.state.service
+    service = server.app.state.service
     gate = asyncio.Event()
     original = service._committer.submit
 

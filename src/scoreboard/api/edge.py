@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 
 import structlog
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scoreboard.api.problems import problem_body, send_error, send_problem
@@ -29,10 +31,16 @@ security_log = structlog.get_logger("scoreboard.security")
 
 
 class Edge:
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog,
+                 state: State | None = None,
+                 before_shutdown: Callable[[], None] = lambda: None) -> None:
         self._app = app
+        self.state = state or State()  # the app's parts, for the server and for tests
         self._metrics = metrics
         self._access_log = access_log
+        # Called by the server when it stops accepting, before it waits for open
+        # connections: long-lived streams must end then, or the stop would wait on them.
+        self.before_shutdown = before_shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -1,0 +1,234 @@
+"""The hub: this process's live connections, their mailboxes, and coalesced pushes.
+
+A snapshot is serialised once per push (an SSE frame and a WebSocket text) and the
+same objects go to every subscriber. Each subscriber has a one-slot mailbox: a slow
+one skips to the newest snapshot instead of growing a queue, and one whose writes
+have been stuck for ``stall_timeout`` is dropped with reason ``slow``. Pushes are
+coalesced to one per ``push_interval``; the first change after a quiet spell goes out
+at once. Versions only grow: an older snapshot than the one held is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from scoreboard.broker.base import Snapshot
+from scoreboard.errors import ScoreboardError
+
+HEARTBEAT_SECONDS = 10.0  # API.md: a comment at least every 15 s
+SSE_RETRY = b"retry: 2000\n\n"
+SSE_PING = b": ping\n\n"
+
+log = structlog.get_logger("scoreboard.live")
+
+
+class TooManyStreams(ScoreboardError):
+    status = 429
+    title = "Too Many Requests"
+
+
+class StreamsFull(ScoreboardError):
+    status = 503
+    title = "Service Unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Frames:
+    """One snapshot, serialised once for every kind of subscriber."""
+
+    version: int
+    sse: bytes
+    ws: str
+    made_at: float  # monotonic time the snapshot reached this hub
+
+    @classmethod
+    def of(cls, snapshot: Snapshot, made_at: float) -> Frames:
+        sse = b"event: scores\nid: %d\ndata: %s\n\n" % (snapshot.version, snapshot.scores)
+        ws = b'{"type":"scores","version":%d,"scores":%s}' % (snapshot.version, snapshot.scores)
+        return cls(snapshot.version, sse, ws.decode(), made_at)
+
+
+class Subscriber:
+    """One live connection. ``wait`` returns when there is something to send."""
+
+    __slots__ = ("_wake", "address", "closed", "frames", "last_sent", "ping_due", "reason",
+                 "sent_version", "task")
+
+    def __init__(self, address: str, frames: Frames) -> None:
+        self.address = address
+        self.frames = frames
+        self.sent_version = -1
+        self.ping_due = False
+        self.closed = False
+        self.reason = ""
+        self.last_sent = time.monotonic()
+        self.task = asyncio.current_task()
+        self._wake = asyncio.Event()
+        self._wake.set()  # the snapshot on connect goes out at once
+
+    def deliver(self, frames: Frames) -> None:
+        self.frames = frames  # newest wins: an unsent older one is simply replaced
+        self._wake.set()
+
+    def ping(self) -> None:
+        self.ping_due = True
+        self._wake.set()
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed, self.reason = True, reason
+            self._wake.set()
+
+    @property
+    def backlogged(self) -> bool:
+        """Something waits to be sent and the writer has not taken it."""
+        return self._wake.is_set()
+
+    async def wait(self) -> None:
+        await self._wake.wait()
+        self._wake.clear()
+
+    def sent(self, version: int) -> None:
+        self.sent_version = version
+        self.last_sent = time.monotonic()
+
+
+class Hub:
+    def __init__(
+        self,
+        push_interval: float,
+        max_subscribers: int,
+        max_per_address: int,
+        stall_timeout: float,
+        on_push: Callable[[float], None] = lambda seconds: None,
+        on_drop: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self._interval = push_interval
+        self._max = max_subscribers
+        self._max_per_address = max_per_address
+        self._stall = stall_timeout
+        self._on_push = on_push
+        self._on_drop = on_drop
+        self._subscribers: set[Subscriber] = set()
+        self._per_address: Counter[str] = Counter()
+        self._current = Frames.of(Snapshot(0, b"[]"), time.monotonic())
+        self._pending: Snapshot | None = None
+        self._pending_frames: Frames | None = None  # serialised early for a new subscriber
+        self._pending_at = 0.0
+        self._last_push = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.closing = False
+
+    @property
+    def current(self) -> Frames:
+        return self._current
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def start(self) -> None:
+        self._heartbeat = asyncio.create_task(self._beat(), name="live-heartbeat")
+
+    def close_all(self, reason: str = "shutdown") -> None:
+        """Ask every subscriber to end its stream (the server is stopping)."""
+        self.closing = True
+        for subscriber in list(self._subscribers):
+            subscriber.close(reason)
+
+    async def stop(self) -> None:
+        self.close_all()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+
+    # -- subscribers ------------------------------------------------------------
+
+    def join(self, address: str) -> Subscriber:
+        if self.closing:
+            raise StreamsFull("the server is restarting; reconnect shortly", "live_closing")
+        if len(self._subscribers) >= self._max:
+            raise StreamsFull("this server holds as many live connections as it can",
+                              "live_full")
+        if self._per_address[address] >= self._max_per_address:
+            raise TooManyStreams("too many live connections from this address",
+                                 "live_per_address")
+        subscriber = Subscriber(address, self._newest())
+        self._subscribers.add(subscriber)
+        self._per_address[address] += 1
+        return subscriber
+
+    def leave(self, subscriber: Subscriber) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.discard(subscriber)
+            self._per_address[subscriber.address] -= 1
+            if self._per_address[subscriber.address] <= 0:
+                del self._per_address[subscriber.address]
+
+    # -- snapshots --------------------------------------------------------------
+
+    def offer(self, snapshot: Snapshot) -> None:
+        """A snapshot from the broker: keep the newest, push it now or when due."""
+        newest = self._pending.version if self._pending else self._current.version
+        if snapshot.version <= newest:
+            return
+        if self._pending is None:
+            self._pending_at = time.monotonic()
+        self._pending, self._pending_frames = snapshot, None
+        if self._timer is not None:
+            return  # a push is already due; it will take the newest
+        wait = self._last_push + self._interval - time.monotonic()
+        if wait <= 0:
+            self._push()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._push)
+
+    def _newest(self) -> Frames:
+        """The newest state: a new subscriber gets it at once, even before its push is due."""
+        if self._pending is not None and self._pending_frames is None:
+            self._pending_frames = Frames.of(self._pending, self._pending_at)
+        return self._pending_frames or self._current
+
+    def _push(self) -> None:
+        self._timer = None
+        if self._pending is None:
+            return
+        frames = self._newest()
+        self._pending = self._pending_frames = None
+        now = time.monotonic()
+        self._last_push = now
+        self._current = frames
+        self._on_push(now - self._pending_at)
+        stalled_before = now - self._stall
+        for subscriber in list(self._subscribers):
+            if subscriber.backlogged and subscriber.last_sent < stalled_before:
+                self._drop(subscriber, "slow")
+            else:
+                subscriber.deliver(frames)
+
+    def _drop(self, subscriber: Subscriber, reason: str) -> None:
+        subscriber.close(reason)
+        self.leave(subscriber)
+        self._on_drop(reason)
+        log.info("stream_dropped", reason=reason, address=subscriber.address)
+        # Its writer is stuck in a send that waits for the client: cancel it there.
+        if subscriber.task is not None:
+            subscriber.task.cancel()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            stalled_before = time.monotonic() - self._stall
+            for subscriber in list(self._subscribers):
+                if subscriber.backlogged and subscriber.last_sent < stalled_before:
+                    self._drop(subscriber, "slow")
+                else:
+                    subscriber.ping()
