@@ -23,8 +23,9 @@ from scoreboard.api.edge import Edge
 from scoreboard.api.hot import AsgiEndpoint, ScoreRoutes
 from scoreboard.api.live import LiveRoutes
 from scoreboard.api.openapi import install_openapi
+from scoreboard.api.page import load_assets, page_router
 from scoreboard.api.routes import install_error_handlers, router
-from scoreboard.auth import TokenVerifier
+from scoreboard.auth import TokenSigner, TokenVerifier
 from scoreboard.broker.memory import MemoryBroker
 from scoreboard.live import Hub
 from scoreboard.logs import AccessLog, level_number
@@ -134,6 +135,8 @@ def create_app(settings: Settings) -> Edge:
         WebSocketRoute("/scores/ws", AsgiEndpoint(live.websocket))
     )
     api.include_router(router)
+    signer = TokenSigner(settings) if settings.uses_dev_key else None
+    api.include_router(page_router(load_assets(settings.uses_dev_key), signer))
     install_error_handlers(api)
     install_openapi(api)
 
