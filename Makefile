@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck pytest bench lock clean
+.PHONY: run test lint typecheck chromium pytest bench lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -22,7 +22,16 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 run: $(VENV)/.installed
 	$(BIN)/scoreboard serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed lint typecheck pytest
+test: $(VENV)/.installed lint typecheck chromium pytest
+
+# The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "the browser tests need Chromium at /usr/bin/chromium (apt install chromium)"; exit 1; \
+		fi; }
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -30,10 +30,18 @@ def configure_logging(level: str = "info") -> None:
         logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
+    # A live stream the hub dropped for being stuck ends without completing its response;
+    # uvicorn calls that an error. The hub logs it as ``stream_dropped`` with its reason.
+    logging.getLogger("uvicorn.error").addFilter(_DroppedStreamFilter())
     # Libraries that log through the standard library (uvicorn) go to standard error.
     logging.basicConfig(
         level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
+
+
+class _DroppedStreamFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
 
 
 class AccessLog:

@@ -45,6 +45,24 @@ HOT_PATHS: dict[str, Any] = {
             },
         }
     },
+    "/scores/stream": {
+        "get": {
+            "summary": "The top 10, live (Server-Sent Events)",
+            "description": "At once on connect: `event: scores`, `id: <version>`, `data: <the "
+            "GET /scores array>`; then one such event whenever the top 10 changes, coalesced "
+            "to one per SCOREBOARD_PUSH_INTERVAL_MS; a `: ping` comment at least every 15 s. "
+            "The version only grows. A reconnect (any Last-Event-ID) starts with the current "
+            "snapshot. The same messages are available as WebSocket text frames at "
+            "`/scores/ws`: `{\"type\": \"scores\", \"version\": N, \"scores\": [...]}`.",
+            "operationId": "stream_scores",
+            "tags": ["live"],
+            "responses": {
+                "200": {"description": "An endless event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                **problem_responses(429, 503),
+            },
+        }
+    },
     "/score": {
         "post": {
             "summary": "Add to a user's score",

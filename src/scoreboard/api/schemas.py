@@ -66,7 +66,7 @@ _DESCRIPTIONS = {
     413: "Body over 4 KiB",
     415: "Body is not application/json",
     422: "A field is missing, extra, of the wrong type or out of range",
-    429: "Over the rate limit; see Retry-After",
+    429: "Over the rate limit (see Retry-After), or too many live connections from this address",
     431: "Request head over 16 KiB",
-    503: "Storage unavailable; nothing was stored",
+    503: "Storage unavailable (nothing was stored), or no room for another live connection",
 }
