@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> Edge:
         max_subscribers=settings.live_max,
         max_per_address=settings.live_max_per_address,
         stall_timeout=settings.live_stall_seconds,
+        heartbeat=settings.live_heartbeat_seconds,
         on_push=metrics.push,
         on_drop=metrics.live_dropped,
     )

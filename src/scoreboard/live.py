@@ -106,6 +106,7 @@ class Hub:
         max_subscribers: int,
         max_per_address: int,
         stall_timeout: float,
+        heartbeat: float = HEARTBEAT_SECONDS,
         on_push: Callable[[float], None] = lambda seconds: None,
         on_drop: Callable[[str], None] = lambda reason: None,
     ) -> None:
@@ -113,6 +114,7 @@ class Hub:
         self._max = max_subscribers
         self._max_per_address = max_per_address
         self._stall = stall_timeout
+        self._heartbeat_every = heartbeat
         self._on_push = on_push
         self._on_drop = on_drop
         self._subscribers: set[Subscriber] = set()
@@ -225,7 +227,7 @@ class Hub:
 
     async def _beat(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(self._heartbeat_every)
             stalled_before = time.monotonic() - self._stall
             for subscriber in list(self._subscribers):
                 if subscriber.backlogged and subscriber.last_sent < stalled_before:

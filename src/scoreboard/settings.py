@@ -45,6 +45,7 @@ class Settings:
     live_max: int = 20_000
     live_max_per_address: int = 64
     live_stall_seconds: float = 5.0
+    live_heartbeat_seconds: float = 10.0
     docs: bool = True
     log_level: str = "info"
     commit_queue_limit: int = 10_000

@@ -178,3 +178,20 @@ async def test_streams_end_when_the_server_stops(make_server) -> None:  # type: 
     await asyncio.wait_for(ended.wait(), 5)
     assert time.monotonic() - started < 5  # the stop did not wait for the stream
     await watcher
+
+
+async def test_heartbeat_comments_keep_a_quiet_stream_alive(make_server) -> None:  # type: ignore[no-untyped-def]
+    async with make_server(live_heartbeat_seconds=0.2) as s, stream(s.client) as sse:
+        await sse.next()
+        await asyncio.sleep(0.7)
+        assert sse.comments.count(": ping") >= 2
+
+
+async def test_websocket_messages_are_small(server: Server) -> None:
+    async with websockets.connect(ws_url(server)) as ws:
+        await asyncio.wait_for(ws.recv(), 1)
+        await ws.send("x" * 100)  # read and ignored
+        await ws.send("x" * 5000)  # over the limit: the server closes
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 2)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
