@@ -25,6 +25,7 @@ _TYPES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
+    "icon.svg": "image/svg+xml",
 }
 DEV_TOKEN_TTL = 3600
 
@@ -73,6 +74,10 @@ def page_router(assets: dict[str, Asset], signer: TokenSigner | None) -> APIRout
     @router.get("/static/app.css")
     async def style(request: Request) -> Response:
         return serve("app.css", request)
+
+    @router.get("/static/icon.svg")
+    async def icon(request: Request) -> Response:
+        return serve("icon.svg", request)
 
     if signer is not None:
         @router.post("/dev/token")

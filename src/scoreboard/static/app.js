@@ -1,1 +1,620 @@
 "use strict";
+
+// The scoreboard page: the live top 10 from /scores/stream, and, signed in, the action
+// that scores. Everything the server sends is data: the DOM is built with textContent
+// only, never from markup.
+
+const STREAM_URL = "/scores/stream";
+const TOKEN_KEY = "scoreboard.token";
+const INCREMENT = 10;
+const NETWORK_RETRIES = 3;
+const REQUEST_TIMEOUT_MS = 10000;
+const HIGHLIGHT_MS = 5000;
+const MAX_BACKOFF_MS = 30000;
+const USER_ID = /^[A-Za-z0-9_.:@|-]{1,128}$/;
+
+const numbers = new Intl.NumberFormat();
+const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+const el = (id) => document.getElementById(id);
+
+const board = { rows: new Map(), version: -1, painted: false, empty: null };
+const live = { source: null, timer: 0, failures: 0 };
+const session = {
+  token: null,
+  userId: null,
+  busy: false,
+  waitUntil: 0,
+  tick: 0,
+  expiry: 0,
+  showsStanding: false, // the message line shows the user's score, so the board may refresh it
+};
+let messages = 0; // counts say() calls, so a slow answer cannot overwrite a newer message
+
+/* ---------------------------------------------------------------- connection */
+
+const CONNECTION_TEXT = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+};
+
+function setConnection(state) {
+  const box = el("connection");
+  if (box.dataset.state === state) return;
+  box.dataset.state = state;
+  el("connection-text").textContent = CONNECTION_TEXT[state];
+  // While cut off, the rows stay but are marked as possibly out of date.
+  const stale = state !== "live" && board.painted;
+  el("board").classList.toggle("stale", stale);
+  el("board-note").textContent = stale ? "(last known — reconnecting)" : "";
+}
+
+function connect() {
+  clearTimeout(live.timer);
+  if (live.source) live.source.close();
+  const source = new EventSource(STREAM_URL);
+  live.source = source;
+  source.addEventListener("open", () => {
+    live.failures = 0;
+    setConnection("live");
+  });
+  source.addEventListener("scores", onScores);
+  source.addEventListener("error", () => onStreamError(source));
+}
+
+function onStreamError(source) {
+  if (source !== live.source) return;
+  setConnection("reconnecting");
+  // The browser retries a dropped stream by itself, but gives up for good on an HTTP
+  // error answer (a 503 while the server starts, a 429 when it is full): then we retry,
+  // backing off with jitter so that a crowd of pages does not come back all at once.
+  if (source.readyState === EventSource.CLOSED) {
+    live.failures += 1;
+    const ceiling = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** live.failures);
+    live.timer = setTimeout(connect, ceiling / 2 + Math.random() * (ceiling / 2));
+  }
+}
+
+function onScores(event) {
+  const version = Number(event.lastEventId);
+  // Versions only grow: an older snapshot would undo newer news.
+  if (Number.isFinite(version) && version < board.version) return;
+  let entries;
+  try {
+    entries = JSON.parse(event.data);
+  } catch {
+    console.warn("scoreboard: an unreadable snapshot was skipped");
+    return;
+  }
+  if (!Array.isArray(entries)) return;
+  if (Number.isFinite(version)) board.version = version;
+  setConnection("live");
+  renderBoard(entries);
+}
+
+/* --------------------------------------------------------------------- board */
+
+function renderBoard(entries) {
+  const body = el("board-rows");
+  const before = rowTops();
+  const keep = new Set();
+
+  showEmpty(entries.length === 0);
+  entries.forEach((entry, index) => {
+    keep.add(entry.user_id);
+    let row = board.rows.get(entry.user_id);
+    if (!row) {
+      row = createRow(entry.user_id);
+      board.rows.set(entry.user_id, row);
+    }
+    updateRow(row, entry);
+    const current = body.children[index];
+    if (current !== row.tr) body.insertBefore(row.tr, current || null);
+  });
+  // Rows that left the top 10 were pushed past the end by the loop above.
+  for (const [userId, row] of board.rows) {
+    if (keep.has(userId)) continue;
+    clearTimeout(row.timer);
+    row.tr.remove();
+    board.rows.delete(userId);
+  }
+  slideRows(before);
+  board.painted = true;
+  refreshStanding();
+}
+
+function showEmpty(empty) {
+  // Kept by reference: once out of the table, it cannot be found by id.
+  board.empty ||= el("board-empty");
+  board.empty.firstElementChild.textContent = "No scores yet — be the first.";
+  if (empty) el("board-rows").append(board.empty);
+  else board.empty.remove();
+}
+
+function createRow(userId) {
+  const tr = document.createElement("tr");
+  tr.dataset.userId = userId;
+  const rank = cell("td", "rank");
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  const you = document.createElement("span");
+  you.className = "visually-hidden";
+  rank.append(badge, you);
+  const name = cell("th", "name");
+  name.scope = "row";
+  const score = cell("td", "score");
+  const change = cell("td", "change");
+  tr.append(rank, name, score, change);
+  return { tr, badge, you, name, score, change, entry: null, timer: 0 };
+}
+
+function cell(tag, className) {
+  const node = document.createElement(tag);
+  node.className = className;
+  return node;
+}
+
+function updateRow(row, entry) {
+  const previous = row.entry;
+  row.entry = entry;
+  row.tr.dataset.rank = String(entry.rank);
+  row.badge.textContent = String(entry.rank);
+  row.name.textContent = entry.name || entry.user_id;
+  row.score.textContent = numbers.format(entry.score);
+  markMine(row);
+  if (!board.painted) return; // the first snapshot is the baseline, not news
+  if (!previous) {
+    showMove(row, "entered", "New", "new in the top 10");
+  } else if (entry.rank !== previous.rank) {
+    const up = entry.rank < previous.rank;
+    const places = Math.abs(entry.rank - previous.rank);
+    const spoken = `${up ? "up" : "down"} ${places} ${places === 1 ? "place" : "places"}`;
+    showMove(row, up ? "up" : "down", `${up ? "▲" : "▼"} ${places}`, spoken);
+  }
+  // Only rows that scored flash; rows merely pushed down keep their arrow, so the
+  // event itself stands out.
+  if (!previous || entry.score !== previous.score) {
+    restartAnimation(row.tr, "flash");
+    fadeLater(row);
+  }
+}
+
+function markMine(row) {
+  const mine = row.entry !== null && row.entry.user_id === session.userId;
+  row.tr.classList.toggle("me", mine);
+  row.you.textContent = mine ? " (you)" : "";
+}
+
+function showMove(row, kind, symbol, spoken) {
+  const shown = document.createElement("span");
+  shown.setAttribute("aria-hidden", "true");
+  shown.textContent = symbol;
+  const said = document.createElement("span");
+  said.className = "visually-hidden";
+  said.textContent = spoken;
+  row.change.replaceChildren(shown, said);
+  row.tr.classList.remove("up", "down", "entered");
+  row.tr.classList.add(kind);
+  fadeLater(row);
+}
+
+function fadeLater(row) {
+  clearTimeout(row.timer);
+  row.timer = setTimeout(() => fadeHighlight(row), HIGHLIGHT_MS);
+}
+
+function fadeHighlight(row) {
+  row.tr.classList.remove("up", "down", "entered", "flash");
+  row.change.replaceChildren();
+}
+
+function restartAnimation(node, className) {
+  node.classList.remove(className);
+  void node.offsetWidth; // a reflow, so that the same animation plays again
+  node.classList.add(className);
+}
+
+function rowTops() {
+  const tops = new Map();
+  for (const [userId, row] of board.rows) tops.set(userId, row.tr.getBoundingClientRect().top);
+  return tops;
+}
+
+// Rows glide from their old place to the new one, so a move can be followed by eye.
+function slideRows(before) {
+  if (!board.painted || reducedMotion.matches) return;
+  for (const [userId, row] of board.rows) {
+    const top = before.get(userId);
+    if (top === undefined) continue;
+    const distance = top - row.tr.getBoundingClientRect().top;
+    if (Math.abs(distance) < 1) continue;
+    row.tr.animate(
+      [{ transform: `translateY(${distance}px)` }, { transform: "translateY(0)" }],
+      { duration: 450, easing: "cubic-bezier(0.2, 0.7, 0.3, 1)" },
+    );
+  }
+}
+
+/* ------------------------------------------------------------------- tokens */
+
+function base64UrlDecode(text) {
+  const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  const padded = base64.padEnd(Math.ceil(base64.length / 4) * 4, "=");
+  const bytes = Uint8Array.from(atob(padded), (ch) => ch.charCodeAt(0));
+  return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+}
+
+// Only to show who is signed in and which user_id to post: the server checks the token.
+function readToken(token) {
+  const parts = token.split(".");
+  if (parts.length !== 3) {
+    throw new Error("That is not a token: a JWT has three parts separated by dots.");
+  }
+  let claims;
+  try {
+    claims = JSON.parse(base64UrlDecode(parts[1]));
+  } catch {
+    throw new Error("That token could not be read.");
+  }
+  if (claims === null || typeof claims !== "object") {
+    throw new Error("That token could not be read.");
+  }
+  if (typeof claims.sub !== "string" || !USER_ID.test(claims.sub)) {
+    throw new Error("That token does not name a valid user.");
+  }
+  // The server allows 30 s of clock difference; so do we.
+  if (typeof claims.exp === "number" && (claims.exp + 30) * 1000 < Date.now()) {
+    throw new Error("That token has expired.");
+  }
+  const named = typeof claims.name === "string" && claims.name.trim();
+  return {
+    sub: claims.sub,
+    name: named ? claims.name.trim() : claims.sub,
+    exp: typeof claims.exp === "number" ? claims.exp : null,
+  };
+}
+
+function signIn(token) {
+  const who = readToken(token); // throws a message meant for the user
+  session.token = token;
+  session.userId = who.sub;
+  try {
+    sessionStorage.setItem(TOKEN_KEY, token);
+  } catch {
+    // Storage is off: the sign-in lasts as long as this page.
+  }
+  el("who-name").textContent = who.name;
+  el("who-id").textContent = who.sub;
+  el("signed-out").hidden = true;
+  el("signed-in").hidden = false;
+  watchExpiry(who.exp);
+  for (const row of board.rows.values()) markMine(row);
+  updateActButton();
+  showStanding();
+}
+
+function signOut(message) {
+  session.token = null;
+  session.userId = null;
+  clearTimeout(session.expiry);
+  stopCooldown();
+  try {
+    sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Nothing was stored.
+  }
+  el("signed-in").hidden = true;
+  el("signed-out").hidden = false;
+  for (const row of board.rows.values()) markMine(row);
+  say(message || "Signed out.", "info");
+}
+
+function watchExpiry(exp) {
+  clearTimeout(session.expiry);
+  if (exp === null) return;
+  const left = (exp + 30) * 1000 - Date.now();
+  if (left < 2 ** 31) {
+    session.expiry = setTimeout(() => signOut("Your token expired — sign in again."), left);
+  }
+}
+
+// The signed-in user's standing: from the board when they are on it, else asked for.
+async function showStanding() {
+  const userId = session.userId;
+  const row = board.rows.get(userId);
+  if (row) {
+    sayStanding(row.entry, "info");
+    return;
+  }
+  const asked = messages;
+  try {
+    const response = await fetch(`/users/${encodeURIComponent(userId)}`, { cache: "no-store" });
+    if (session.userId !== userId || messages !== asked) return;
+    if (response.status === 404) {
+      say("No score yet — complete an action to get on the board.", "info");
+    } else if (response.ok) {
+      sayStanding(await response.json(), "info");
+    }
+  } catch {
+    // Only a courtesy: the action works without it.
+  }
+}
+
+function standing(score, rank) {
+  return `Your score: ${numbers.format(score)} — rank ${numbers.format(rank)}`;
+}
+
+function sayStanding(user, tone, announce = true) {
+  say(standing(user.score, user.rank), tone, announce);
+  session.showsStanding = true;
+}
+
+// Others' scores move the user's rank too; keep the line true, without announcing it.
+function refreshStanding() {
+  const row = session.showsStanding && board.rows.get(session.userId);
+  if (!row) return;
+  const text = standing(row.entry.score, row.entry.rank);
+  if (el("result").textContent !== text) sayStanding(row.entry, el("result").dataset.tone, false);
+}
+
+function onTokenSubmit(event) {
+  event.preventDefault();
+  const input = el("token-input");
+  const token = input.value.trim().replace(/^bearer\s+/i, "");
+  try {
+    signIn(token);
+  } catch (error) {
+    input.setAttribute("aria-invalid", "true");
+    say(error.message, "error");
+    input.focus();
+    return;
+  }
+  input.value = "";
+  input.removeAttribute("aria-invalid");
+  el("act").focus();
+}
+
+/* ------------------------------------------------------------- dev helper */
+
+function randomDigits() {
+  return String(1000 + (crypto.getRandomValues(new Uint16Array(1))[0] % 9000));
+}
+
+function userIdFromName(name) {
+  const id = name
+    .normalize("NFKD")
+    .replace(/[\u0300-\u036f]/g, "") // "Zoë" becomes "zoe", not "zo"
+    .toLowerCase()
+    .trim()
+    .replace(/\s+/g, "-")
+    .replace(/[^a-z0-9_.:@|-]/g, "")
+    .replace(/-{2,}/g, "-")
+    .replace(/^-|-$/g, "")
+    .slice(0, 128);
+  return id || `guest-${randomDigits()}`;
+}
+
+async function onDevSubmit(event) {
+  event.preventDefault();
+  const input = el("dev-name");
+  const name = Array.from(input.value.trim()).slice(0, 64).join("") || `Guest ${randomDigits()}`;
+  const button = el("dev-go");
+  button.disabled = true;
+  say("Getting a token…", "info");
+  try {
+    const response = await fetch("/dev/token", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user_id: userIdFromName(name), name }),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+    if (!response.ok) {
+      say(`No token: ${(await readProblem(response)).detail}`, "error");
+      return;
+    }
+    signIn((await response.json()).token);
+    el("act").focus();
+  } catch {
+    say("Could not reach the server for a token. Try again in a moment.", "error");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/* ------------------------------------------------------------------ scoring */
+
+function newKey() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  // randomUUID needs a secure context; plain HTTP on a LAN address still has this.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+  bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+  const hex = Array.from(bytes, (x) => x.toString(16).padStart(2, "0")).join("");
+  return hex.replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, "$1-$2-$3-$4-$5");
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A lost answer leaves the outcome unknown; resending the same key and body is safe,
+// as the server replays its first answer instead of counting twice. After such a loss
+// a 409 most likely means the first attempt is still in flight, so that waits too.
+async function postScore(token, body, key) {
+  for (let attempt = 0; ; attempt += 1) {
+    let response = null;
+    try {
+      response = await fetch("/score", {
+        method: "POST",
+        headers: {
+          Authorization: `Bearer ${token}`,
+          "Content-Type": "application/json",
+          "Idempotency-Key": key,
+        },
+        body,
+        cache: "no-store",
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      });
+    } catch (error) {
+      if (attempt >= NETWORK_RETRIES) throw error;
+    }
+    const lost = response === null;
+    const retryable = lost || response.status === 503 || (response.status === 409 && attempt > 0);
+    if (!retryable || attempt >= NETWORK_RETRIES) return response;
+    await sleep(400 * 2 ** attempt);
+  }
+}
+
+async function act() {
+  const token = session.token;
+  if (session.busy || !token || session.waitUntil) return;
+  const body = JSON.stringify({ user_id: session.userId, increment: INCREMENT });
+  setBusy(true);
+  say("Sending…", "info", false);
+  try {
+    const response = await postScore(token, body, newKey());
+    if (session.token === token) await showAnswer(response); // else: signed out meanwhile
+  } catch {
+    say("Could not reach the server, so the action was not confirmed. Try again.", "error");
+  } finally {
+    setBusy(false);
+  }
+}
+
+async function showAnswer(response) {
+  if (response.ok) {
+    sayStanding(await response.json(), "ok");
+    return;
+  }
+  const problem = await readProblem(response);
+  if (response.status === 401) {
+    signOut(`The server refused your token: ${sentence(problem.detail)} You have been signed out.`);
+    focusSignIn();
+  } else if (response.status === 429) {
+    startCooldown(retryAfter(response));
+  } else {
+    say(`Not counted: ${sentence(problem.detail)}`, "error");
+  }
+}
+
+async function readProblem(response) {
+  try {
+    const problem = await response.json();
+    const detail = problem.detail || problem.title;
+    if (typeof detail === "string" && detail) return { detail };
+  } catch {
+    // Not problem+json (a proxy's error page, say): fall through to the status line.
+  }
+  return { detail: `the server answered ${response.status} ${response.statusText}`.trim() };
+}
+
+function sentence(text) {
+  const clean = text.trim();
+  return /[.!?]$/.test(clean) ? clean : `${clean}.`;
+}
+
+function retryAfter(response) {
+  const header = response.headers.get("Retry-After") || "";
+  // Seconds, or an HTTP date.
+  const value = header.trim();
+  let seconds = /^\d+$/.test(value) ? Number(value) : (Date.parse(value) - Date.now()) / 1000;
+  if (!Number.isFinite(seconds)) seconds = 5;
+  return Math.min(3600, Math.max(1, Math.ceil(seconds)));
+}
+
+function startCooldown(seconds) {
+  session.waitUntil = Date.now() + seconds * 1000;
+  // Announced once; the ticking below is for the eye only.
+  say(cooldownText(seconds), "error");
+  tickCooldown();
+}
+
+function tickCooldown() {
+  clearTimeout(session.tick);
+  const leftMs = session.waitUntil - Date.now();
+  if (leftMs <= 0) {
+    session.waitUntil = 0;
+    updateActButton();
+    say("Ready — you can act again.", "info");
+    return;
+  }
+  say(cooldownText(Math.ceil(leftMs / 1000)), "error", false);
+  updateActButton();
+  session.tick = setTimeout(tickCooldown, leftMs % 1000 || 1000);
+}
+
+function stopCooldown() {
+  clearTimeout(session.tick);
+  session.waitUntil = 0;
+  updateActButton();
+}
+
+function cooldownText(seconds) {
+  return `Too many actions — try again in ${seconds} s`;
+}
+
+function setBusy(busy) {
+  session.busy = busy;
+  el("signed-in").setAttribute("aria-busy", String(busy));
+  updateActButton();
+}
+
+function updateActButton() {
+  el("act").disabled = session.busy || session.waitUntil > 0 || !session.token;
+}
+
+/* ---------------------------------------------------------------- messages */
+
+// The visible line, and (unless told not to) the same words for screen readers.
+function say(text, tone, announce = true) {
+  messages += 1;
+  session.showsStanding = false;
+  const result = el("result");
+  result.textContent = text;
+  result.dataset.tone = tone;
+  if (announce) el("announce").textContent = text;
+}
+
+/* -------------------------------------------------------------------- start */
+
+function focusSignIn() {
+  el(el("dev-helper").hidden ? "token-input" : "dev-name").focus();
+}
+
+// A token kept from earlier in this tab signs in again after a reload.
+function restoreSession() {
+  let saved = null;
+  try {
+    saved = sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return; // storage is off
+  }
+  if (!saved) return;
+  try {
+    signIn(saved);
+  } catch {
+    sessionStorage.removeItem(TOKEN_KEY);
+  }
+}
+
+function start() {
+  const devKey = document.querySelector('meta[name="scoreboard-dev-key"]');
+  if (devKey && devKey.content === "true") {
+    el("dev-helper").hidden = false;
+    el("dev-name").value = `Guest ${randomDigits()}`;
+    el("dev-form").addEventListener("submit", onDevSubmit);
+  }
+  el("token-form").addEventListener("submit", onTokenSubmit);
+  el("act").addEventListener("click", act);
+  el("sign-out").addEventListener("click", () => {
+    signOut();
+    focusSignIn();
+  });
+  restoreSession();
+
+  connect();
+  // Back online: do not wait for the next retry.
+  window.addEventListener("online", () => {
+    if (live.source.readyState !== EventSource.OPEN) connect();
+  });
+}
+
+start();
