@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
@@ -37,6 +37,7 @@ from scoreboard.settings import Settings
 from scoreboard.store.sqlite import SQLiteStore
 
 log = structlog.get_logger("scoreboard.app")
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_DESCRIPTION = """\
 A live leaderboard. `GET /scores` is public; `POST /score` needs a bearer JWT whose
@@ -46,18 +47,23 @@ A live leaderboard. `GET /scores` is public; `POST /score` needs a bearer JWT wh
 
 
 class HotDispatch:
-    """Sends the hot routes straight to their app; the rest to the framework."""
+    """Sends the hot routes straight to their apps; the rest to the framework.
 
-    def __init__(self, routes: list[Route], fallback: ASGIApp) -> None:
-        self._routes = {(m, r.path): r for r in routes for m in (r.methods or ())}
+    The live stream is here too: each of its pushes goes through every ASGI layer
+    between the server and the app, once per subscriber, and each suspended layer is
+    held in memory for as long as the connection lives.
+    """
+
+    def __init__(self, routes: Sequence[tuple[str, Route, Handler]], fallback: ASGIApp) -> None:
+        self._routes = {(method, route.path): (route, handler) for method, route, handler in routes}
         self._fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            route = self._routes.get((scope["method"], scope["path"]))
-            if route is not None:
-                scope["route"] = route
-                await route.app(scope, receive, send)
+            found = self._routes.get((scope["method"], scope["path"]))
+            if found is not None:
+                scope["route"] = found[0]
+                await found[1](scope, receive, send)
                 return
         await self._fallback(scope, receive, send)
 
@@ -121,17 +127,17 @@ def create_app(settings: Settings) -> Edge:
     api.state.service = service
     api.state.metrics = metrics
     api.state.hub = hub
+    # Registered with the framework too, for 405 with Allow (and HEAD) on these paths.
     hot = [
-        Route("/scores", AsgiEndpoint(scores.get_scores), methods=["GET"],
-              include_in_schema=False),
-        Route("/score", AsgiEndpoint(scores.post_score), methods=["POST"],
-              include_in_schema=False),
+        (method, Route(path, AsgiEndpoint(handler), methods=[method], include_in_schema=False),
+         handler)
+        for method, path, handler in (
+            ("GET", "/scores", scores.get_scores),
+            ("POST", "/score", scores.post_score),
+            ("GET", "/scores/stream", live.stream),
+        )
     ]
-    api.router.routes.extend(hot)
-    api.router.routes.append(
-        Route("/scores/stream", AsgiEndpoint(live.stream), methods=["GET"],
-              include_in_schema=False)
-    )
+    api.router.routes.extend(route for _, route, _ in hot)
     api.router.routes.append(
         WebSocketRoute("/scores/ws", AsgiEndpoint(live.websocket))
     )

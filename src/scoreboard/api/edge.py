@@ -58,7 +58,9 @@ class Edge:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                headers = message.setdefault("headers", [])
+                # A copy: the app may pass the same header list to every response.
+                headers = list(message.get("headers", ()))
+                message = {**message, "headers": headers}
                 headers.append((b"x-request-id", request_id))
                 headers.append((b"x-content-type-options", b"nosniff"))
                 for name, _ in headers:

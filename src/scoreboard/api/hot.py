@@ -34,10 +34,10 @@ class AsgiEndpoint:
     """Lets a bound method serve as a plain ASGI app in a Starlette ``Route``."""
 
     def __init__(self, handler: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
-        self._handler = handler
+        self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._handler(scope, receive, send)
+        await self.handler(scope, receive, send)
 
 
 class ScoreRoutes:
