@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, cast
 
 import structlog
+from starlette.types import Message, Send
 
 from scoreboard.broker.base import Snapshot
 from scoreboard.errors import ScoreboardError
@@ -55,48 +57,140 @@ class Frames:
 
 
 class Subscriber:
-    """One live connection. ``wait`` returns when there is something to send."""
+    """One live connection and its one-slot mailbox.
 
-    __slots__ = ("_wake", "address", "closed", "frames", "last_sent", "ping_due", "reason",
-                 "sent_version", "task")
+    A push is written from the hub's own loop when the connection is idle: the send
+    coroutine is stepped once and, on a writable socket, it finishes right there — no
+    task wake-up per client per push (measured: most of a push's cost at 10,000
+    clients). A send that has to wait for the socket is handed to the connection's own
+    task (``run``), which finishes it and then writes whatever is newest.
+    """
 
-    def __init__(self, address: str, frames: Frames) -> None:
+    __slots__ = ("_blocked", "_busy", "_message", "_ping", "_send", "_wake", "address",
+                 "closed", "frames", "ping_due", "ready", "reason", "sent_version",
+                 "stuck_since", "task")
+
+    def __init__(self, address: str, frames: Frames, send: Send,
+                 message: Callable[[Frames], Message], ping: Message | None) -> None:
         self.address = address
         self.frames = frames
+        self._send = send
+        self._message = message
+        self._ping = ping
         self.sent_version = -1
         self.ping_due = False
         self.closed = False
+        self.ready = False  # until ``run`` has sent the snapshot, the hub only leaves mail
         self.reason = ""
-        self.last_sent = time.monotonic()
+        self.stuck_since: float | None = None  # a write has been waiting since then
         self.task = asyncio.current_task()
+        self._busy = False
+        self._blocked: tuple[Coroutine[Any, Any, None], Any] | None = None
         self._wake = asyncio.Event()
-        self._wake.set()  # the snapshot on connect goes out at once
 
     def deliver(self, frames: Frames) -> None:
         self.frames = frames  # newest wins: an unsent older one is simply replaced
-        self._wake.set()
+        if self._idle():
+            if self._write_now(self._message(frames)):
+                self.sent_version = frames.version
+        else:
+            self._wake.set()
 
     def ping(self) -> None:
-        self.ping_due = True
-        self._wake.set()
+        if self._ping is None:
+            return
+        if self._idle():
+            self._write_now(self._ping)
+        else:
+            self.ping_due = True
+            self._wake.set()
 
     def close(self, reason: str) -> None:
         if not self.closed:
             self.closed, self.reason = True, reason
             self._wake.set()
 
-    @property
-    def backlogged(self) -> bool:
-        """Something waits to be sent and the writer has not taken it."""
-        return self._wake.is_set()
+    def _idle(self) -> bool:
+        return self.ready and not self._busy and self._blocked is None and not self.closed
 
-    async def wait(self) -> None:
-        await self._wake.wait()
-        self._wake.clear()
+    def _write_now(self, message: Message) -> bool:
+        """Step the send once; True when it finished, else the connection's task finishes it."""
+        # The server's send (wrapped by the edge) is a coroutine function.
+        step = cast(Coroutine[Any, Any, None], self._send(message))
+        try:
+            waiting = _take_over(step.send(None))
+        except StopIteration:
+            return True
+        except Exception:
+            self.close("gone")
+            return False
+        self._blocked = (step, waiting)
+        self.stuck_since = time.monotonic()
+        self._wake.set()
+        return False
 
-    def sent(self, version: int) -> None:
-        self.sent_version = version
-        self.last_sent = time.monotonic()
+    async def run(self) -> None:
+        """The connection's own task: the snapshot, then whatever the hub could not write."""
+        try:
+            await self._write(self._message(self.frames))
+            self.sent_version = self.frames.version
+            self.ready = True
+            while not self.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._blocked is not None:
+                    await self._finish_blocked()
+                frames = self.frames
+                if self.closed:
+                    return
+                if frames.version > self.sent_version:
+                    await self._write(self._message(frames))
+                    self.sent_version = frames.version
+                elif self.ping_due and self._ping is not None:
+                    await self._write(self._ping)
+                self.ping_due = False
+        finally:
+            if self._blocked is not None:
+                self._blocked[0].close()
+                self._blocked = None
+
+    async def _write(self, message: Message) -> None:
+        self._busy = True
+        self.stuck_since = time.monotonic()
+        try:
+            await self._send(message)
+        finally:
+            self._busy = False
+            self.stuck_since = None
+
+    async def _finish_blocked(self) -> None:
+        assert self._blocked is not None
+        step, waiting = self._blocked
+        finished = False
+        try:
+            while True:
+                # The send yielded what it waits for: the socket's "writable" future.
+                if waiting is None:
+                    await asyncio.sleep(0)
+                else:
+                    await waiting
+                try:
+                    waiting = _take_over(step.send(None))
+                except StopIteration:
+                    finished = True
+                    return
+        finally:
+            self._blocked = None
+            self.stuck_since = None
+            if not finished:
+                step.close()
+
+
+def _take_over(waiting: Any) -> Any:
+    """Do what a Task does with a future its coroutine yields, so we can await it here."""
+    if getattr(waiting, "_asyncio_future_blocking", False):
+        waiting._asyncio_future_blocking = False
+    return waiting
 
 
 class Hub:
@@ -154,7 +248,8 @@ class Hub:
 
     # -- subscribers ------------------------------------------------------------
 
-    def join(self, address: str) -> Subscriber:
+    def join(self, address: str, send: Send, message: Callable[[Frames], Message],
+             ping: Message | None) -> Subscriber:
         if self.closing:
             raise StreamsFull("the server is restarting; reconnect shortly", "live_closing")
         if len(self._subscribers) >= self._max:
@@ -163,7 +258,7 @@ class Hub:
         if self._per_address[address] >= self._max_per_address:
             raise TooManyStreams("too many live connections from this address",
                                  "live_per_address")
-        subscriber = Subscriber(address, self._newest())
+        subscriber = Subscriber(address, self._newest(), send, message, ping)
         self._subscribers.add(subscriber)
         self._per_address[address] += 1
         return subscriber
@@ -211,7 +306,7 @@ class Hub:
         self._on_push(now - self._pending_at)
         stalled_before = now - self._stall
         for subscriber in list(self._subscribers):
-            if subscriber.backlogged and subscriber.last_sent < stalled_before:
+            if _stuck(subscriber, stalled_before):
                 self._drop(subscriber, "slow")
             else:
                 subscriber.deliver(frames)
@@ -230,7 +325,11 @@ class Hub:
             await asyncio.sleep(self._heartbeat_every)
             stalled_before = time.monotonic() - self._stall
             for subscriber in list(self._subscribers):
-                if subscriber.backlogged and subscriber.last_sent < stalled_before:
+                if _stuck(subscriber, stalled_before):
                     self._drop(subscriber, "slow")
                 else:
                     subscriber.ping()
+
+
+def _stuck(subscriber: Subscriber, since: float) -> bool:
+    return subscriber.stuck_since is not None and subscriber.stuck_since < since

@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 
 import structlog
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from scoreboard.api.problems import PROBLEM_TYPE, problem_body
 from scoreboard.errors import ScoreboardError
-from scoreboard.live import SSE_PING, SSE_RETRY, Hub, Subscriber
+from scoreboard.live import SSE_PING, SSE_RETRY, Frames, Hub, Subscriber
 
 log = structlog.get_logger("scoreboard.live")
 
@@ -26,6 +26,17 @@ _SSE_HEADERS = [
 ]
 WS_SERVICE_RESTART = 1012
 WS_POLICY = 1008
+
+
+_SSE_PING_MESSAGE: Message = {"type": "http.response.body", "body": SSE_PING, "more_body": True}
+
+
+def _sse_message(frames: Frames) -> Message:
+    return {"type": "http.response.body", "body": frames.sse, "more_body": True}
+
+
+def _ws_message(frames: Frames) -> Message:
+    return {"type": "websocket.send", "text": frames.ws}
 
 
 def _address(scope: Scope) -> str:
@@ -48,12 +59,13 @@ class LiveRoutes:
     # -- Server-Sent Events ---------------------------------------------------
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
-        subscriber = self._hub.join(_address(scope))  # a refusal is a problem+json answer
+        # A refusal (too many streams) raises here and is answered as problem+json.
+        subscriber = self._hub.join(_address(scope), send, _sse_message, _SSE_PING_MESSAGE)
         watcher = asyncio.create_task(_watch_http(receive, subscriber))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             await send({"type": "http.response.body", "body": SSE_RETRY, "more_body": True})
-            await self._pump_sse(subscriber, send)
+            await subscriber.run()
         except asyncio.CancelledError:
             if subscriber.reason != "slow":
                 raise
@@ -63,20 +75,6 @@ class LiveRoutes:
             watcher.cancel()
         if subscriber.reason != "gone":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _pump_sse(self, subscriber: Subscriber, send: Send) -> None:
-        while True:
-            await subscriber.wait()
-            if subscriber.closed:
-                return
-            frames = subscriber.frames
-            if frames.version > subscriber.sent_version:
-                await send({"type": "http.response.body", "body": frames.sse, "more_body": True})
-                subscriber.sent(frames.version)
-                subscriber.ping_due = False
-            elif subscriber.ping_due:
-                await send({"type": "http.response.body", "body": SSE_PING, "more_body": True})
-                subscriber.ping_due = False
 
     # -- WebSocket ------------------------------------------------------------
 
@@ -91,14 +89,14 @@ class LiveRoutes:
             await _refuse(scope, send, 403, "this origin may not open the live feed")
             return
         try:
-            subscriber = self._hub.join(_address(scope))
+            subscriber = self._hub.join(_address(scope), send, _ws_message, None)
         except ScoreboardError as error:
             await _refuse(scope, send, error.status, error.detail)
             return
         watcher = asyncio.create_task(_watch_ws(receive, subscriber))
         try:
             await send({"type": "websocket.accept"})
-            await self._pump_ws(subscriber, send)
+            await subscriber.run()  # the WebSocket layer sends its own pings
         except asyncio.CancelledError:
             if subscriber.reason != "slow":
                 raise
@@ -110,17 +108,6 @@ class LiveRoutes:
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": WS_SERVICE_RESTART,
                             "reason": "server restarting"})
-
-    async def _pump_ws(self, subscriber: Subscriber, send: Send) -> None:
-        while True:
-            await subscriber.wait()
-            if subscriber.closed:
-                return
-            frames = subscriber.frames
-            if frames.version > subscriber.sent_version:
-                await send({"type": "websocket.send", "text": frames.ws})
-                subscriber.sent(frames.version)
-            subscriber.ping_due = False  # the WebSocket layer pings on its own
 
     def _origin_allowed(self, scope: Scope, origin: str) -> bool:
         if origin in self._origins:
