@@ -17,8 +17,6 @@ import os
 import resource
 import secrets
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,7 +31,8 @@ from pathlib import Path
 from typing import cast
 
 import httpx
-import jwt
+
+from procs import free_port, stop, token, wait_until_up
 
 try:  # uvicorn[standard] brings uvloop; plain asyncio works too, only slower
     import uvloop
@@ -161,11 +160,6 @@ class Server:
         return self.dir / "server.log"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def server_env(data_dir: Path, secret: str, max_increment: int,
                push_ms: int | None) -> dict[str, str]:
@@ -200,39 +194,11 @@ def start_server(tmp: Path, name: str, secret: str, max_increment: int,
                                 preexec_fn=child_fd_limit)
     server = Server(run_dir, port, proc)
     servers.append(server)  # registered before waiting, so cleanup stops it either way
-    wait_until_up(server)
+    wait_until_up(server.proc, f"{server.url}/healthz", server.log)
     return server
 
 
-def wait_until_up(server: Server) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"server exited {server.proc.returncode}:\n{tail(server.log)}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not up after 30 s:\n{tail(server.log)}")
 
-
-def tail(path: Path, lines: int = 20) -> str:
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @contextmanager
@@ -415,11 +381,6 @@ async def current_version(port: int) -> int | None:
 
 # --- the writer -------------------------------------------------------------------
 
-
-def token(secret: str, user_id: str) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": user_id, "iat": now, "exp": now + 3600}, secret,
-                      algorithm="HS256")
 
 
 @dataclass

@@ -13,8 +13,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
+
+from procs import free_port, stop, token, wait_until_up
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -130,11 +129,6 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 # --- processes --------------------------------------------------------------------
 
@@ -197,35 +191,7 @@ http {{
 """
 
 
-def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited {proc.returncode}:\n{tail(log)}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url}: not up after 30 s:\n{tail(log)}")
 
-
-def tail(path: Path, lines: int = 20) -> str:
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @contextmanager
@@ -245,13 +211,6 @@ def bench_env(keep_tmp: bool) -> Iterator[Env]:
 
 # --- tokens and requests ----------------------------------------------------------
 
-
-def token(secret: str, user_id: str, name: str | None = None) -> str:
-    now = int(time.time())
-    claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + 3600}
-    if name:
-        claims["name"] = name
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def append_requests(path: Path, secret: str, start: int, count: int) -> None:
