@@ -87,7 +87,8 @@ def create_app(settings: Settings) -> Edge:
     broker.subscribe(hub.offer)
     metrics.count_live(hub.__len__)
     service = ScoreService(store, ranking, limits, broker, observe_batch=metrics.batch,
-                           max_queue=settings.commit_queue_limit)
+                           max_queue=settings.commit_queue_limit, actions=settings.actions,
+                           require_action=settings.require_action)
     access_log = AccessLog(enabled=level_number(settings.log_level) <= logging.INFO)
     scores = ScoreRoutes(service, verifier, limits, metrics, settings.max_increment)
     live = LiveRoutes(hub, settings.cors_origins)
@@ -134,6 +135,7 @@ def create_app(settings: Settings) -> Edge:
         for method, path, handler in (
             ("GET", "/scores", scores.get_scores),
             ("POST", "/score", scores.post_score),
+            ("POST", "/actions", scores.post_action),
             ("GET", "/scores/stream", live.stream),
         )
     ]

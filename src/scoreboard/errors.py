@@ -12,7 +12,8 @@ short machine name used in logs and metrics; ``detail`` is safe to show a client
      ├── PayloadTooLarge (413)
      ├── UnsupportedMediaType (415)
      ├── Unprocessable (422)     fields: missing, extra, wrong type, out of range
-     ├── Conflict (409)          key in flight, total cap
+     ├── Conflict (409)          key in flight, total cap, ticket used or too early
+     ├── Gone (410)              an expired action ticket
      ├── RateLimited (429)       with retry_after seconds
      ├── HeadersTooLarge (431)
      └── StoreUnavailable (503)  nothing was acknowledged
@@ -54,6 +55,11 @@ class NotFound(ScoreboardError):
 class Conflict(ScoreboardError):
     status = 409
     title = "Conflict"
+
+
+class Gone(ScoreboardError):
+    status = 410
+    title = "Gone"
 
 
 class PayloadTooLarge(ScoreboardError):

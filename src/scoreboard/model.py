@@ -45,3 +45,26 @@ class StoredResponse:
     fingerprint: str
     status: int
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ActionKind:
+    """What one kind of action is worth, and the window its ticket redeems in."""
+
+    name: str
+    points: int
+    min_seconds: float
+    ttl_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A single-use promise of ``points`` to ``user_id``, redeemable in its window."""
+
+    id: str
+    user_id: str
+    kind: str
+    points: int
+    not_before_ms: int
+    expires_ms: int
+    redeemed_ms: int | None = None

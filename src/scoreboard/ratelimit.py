@@ -125,6 +125,14 @@ class RateLimits:
                 self._retry_after(self._updates, "update", sub),
             )
 
+    async def hit_action(self, sub: str) -> None:
+        """``POST /actions`` has a limit of its own, of the same size."""
+        if not self._limiter.hit(self._updates, "action", sub):
+            raise RateLimited(
+                f"at most {self._updates} actions per user",
+                self._retry_after(self._updates, "action", sub),
+            )
+
     async def check_auth_failures(self, address: str) -> None:
         if not self._limiter.test(self._auth_failures, "authfail", address):
             raise RateLimited(

@@ -10,17 +10,26 @@ token, media type, JSON); everything about scores happens here.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 
 from scoreboard.auth import Identity
 from scoreboard.broker.base import Broker, Snapshot
-from scoreboard.errors import Conflict, Forbidden, NotFound, ScoreboardError, Unprocessable
+from scoreboard.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    ScoreboardError,
+    Unprocessable,
+)
 from scoreboard.groupcommit import GroupCommitter
-from scoreboard.model import MAX_TOTAL, RankedUser, StoredResponse, UserTotal
+from scoreboard.model import MAX_TOTAL, ActionKind, RankedUser, StoredResponse, Ticket, UserTotal
 from scoreboard.ranking.base import Ranking
 from scoreboard.ratelimit import RateLimits
 from scoreboard.store.base import Store, Transaction
@@ -42,11 +51,17 @@ class Board:
 class ScoreUpdate:
     sub: str
     user_id: str
-    delta: int
+    delta: int  # 0 when the points come from the ticket
     name: str | None
     key: str | None
     fingerprint: str
     source: str
+    action_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRequest:
+    ticket: Ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +69,10 @@ class UpdateResult:
     response: StoredResponse
     total: UserTotal | None  # None for a replay
     replayed: bool = False
+
+
+Job = ScoreUpdate | TicketRequest
+Outcome = UpdateResult | Ticket
 
 
 def fingerprint(canonical_body: str) -> str:
@@ -70,7 +89,11 @@ class ScoreService:
         observe_batch: Callable[[int], None] = lambda size: None,
         clock: Callable[[], float] = time.time,
         max_queue: int = 10_000,
+        actions: Sequence[ActionKind] = (),
+        require_action: bool = False,
     ) -> None:
+        self._actions = {kind.name: kind for kind in actions}
+        self._require_action = require_action
         self._store = store
         self._ranking = ranking
         self._limits = limits
@@ -81,7 +104,7 @@ class ScoreService:
         self._in_flight: set[tuple[str, str]] = set()
         self._boards: dict[int, Board] = {}
         self._next_purge_ms = 0
-        self._committer: GroupCommitter[ScoreUpdate, UpdateResult] = GroupCommitter(
+        self._committer: GroupCommitter[Job, Outcome] = GroupCommitter(
             store, self._apply_batch, self._after_commit, observe_batch, max_queue=max_queue
         )
 
@@ -105,38 +128,71 @@ class ScoreService:
     async def admit(self, sub: str) -> None:
         await self._limits.hit_update(sub)
 
-    async def add(self, who: Identity, user_id: str, increment: int, key: str | None,
-                  fingerprint: str) -> UpdateResult:
+    async def admit_action(self, sub: str) -> None:
+        await self._limits.hit_action(sub)
+
+    async def add(self, who: Identity, user_id: str, increment: int | None,
+                  action_id: str | None, key: str | None, fingerprint: str) -> UpdateResult:
+        """Add ``increment``, or redeem the ticket ``action_id``, for ``user_id``."""
         if user_id != who.sub and not who.admin:
             raise Forbidden("a token may only change its own user's score", "other_user")
+        if increment is not None and self._require_action and not who.admin:
+            raise Forbidden("this server only counts completed actions (action_id)",
+                            "action_required")
         own = user_id == who.sub
+        source = "increment" if own else f"admin:{who.sub}"
         update = ScoreUpdate(
-            sub=who.sub, user_id=user_id, delta=increment, name=who.name if own else None,
-            key=key, fingerprint=fingerprint, source="increment" if own else f"admin:{who.sub}",
+            sub=who.sub, user_id=user_id, delta=increment or 0, name=who.name if own else None,
+            key=key, fingerprint=fingerprint, source=source, action_id=action_id,
         )
         if key is None:
-            return await self._committer.submit(update)
+            return cast(UpdateResult, await self._committer.submit(update))
         flight = (who.sub, key)
         if flight in self._in_flight:
             raise Conflict("a request with this Idempotency-Key is in flight", "key_in_flight")
         self._in_flight.add(flight)
         try:
-            return await self._committer.submit(update)
+            return cast(UpdateResult, await self._committer.submit(update))
         finally:
             self._in_flight.discard(flight)
 
+    async def issue_ticket(self, who: Identity, kind_name: str) -> Ticket:
+        """A single-use ticket for one action of ``kind_name``, stored before it is given."""
+        kind = self._actions.get(kind_name)
+        if kind is None:
+            known = ", ".join(sorted(self._actions))
+            raise Unprocessable(f"unknown action kind; known: {known}", "unknown_kind")
+        now_ms = int(self._clock() * 1000)
+        ticket = Ticket(
+            id=secrets.token_urlsafe(24), user_id=who.sub, kind=kind.name, points=kind.points,
+            not_before_ms=now_ms + int(kind.min_seconds * 1000),
+            expires_ms=now_ms + int(kind.ttl_seconds * 1000),
+        )
+        return cast(Ticket, await self._committer.submit(TicketRequest(ticket)))
+
     async def _apply_batch(self, tx: Transaction,
-                           updates: Sequence[ScoreUpdate]) -> list[UpdateResult | ScoreboardError]:
+                           jobs: Sequence[Job]) -> list[Outcome | ScoreboardError]:
         now_ms = int(self._clock() * 1000)
         preview = self._ranking.preview()
-        results: list[UpdateResult | ScoreboardError] = []
-        for u in updates:
+        results: list[Outcome | ScoreboardError] = []
+        for u in jobs:
+            if isinstance(u, TicketRequest):
+                await tx.issue_ticket(u.ticket, now_ms)
+                results.append(u.ticket)
+                continue
             if u.key is not None:
                 earlier = await tx.find_response(u.sub, u.key)
                 if earlier is not None:
                     results.append(_replay_or_mismatch(earlier, u.fingerprint))
                     continue
-            total = await tx.add(u.user_id, u.delta, u.name, u.source, now_ms)
+            delta, source = u.delta, u.source
+            if u.action_id is not None:
+                redeemed = await _redeem(tx, u.action_id, u.user_id, now_ms)
+                if isinstance(redeemed, ScoreboardError):
+                    results.append(redeemed)
+                    continue
+                delta, source = redeemed.points, f"action:{redeemed.kind}:{redeemed.id[:8]}"
+            total = await tx.add(u.user_id, delta, u.name, source, now_ms)
             if total is None:
                 results.append(Conflict(f"the total would pass {MAX_TOTAL}", "total_cap"))
                 continue
@@ -151,7 +207,7 @@ class ScoreService:
             await tx.forget_responses(now_ms - KEY_RETENTION_MS, PURGE_BATCH)
         return results
 
-    async def _after_commit(self, results: Sequence[UpdateResult | ScoreboardError]) -> None:
+    async def _after_commit(self, results: Sequence[Outcome | ScoreboardError]) -> None:
         totals = [r.total for r in results if isinstance(r, UpdateResult) and r.total]
         if not totals:
             return
@@ -186,6 +242,25 @@ class ScoreService:
 
     async def ready(self) -> None:
         await self._store.ping()
+
+
+async def _redeem(tx: Transaction, action_id: str, user_id: str,
+                  now_ms: int) -> Ticket | ScoreboardError:
+    """Take the ticket's points exactly once, inside the update's own transaction."""
+    ticket = await tx.find_ticket(action_id)
+    if ticket is None:
+        return NotFound("no such action ticket", "unknown_ticket")
+    if ticket.user_id != user_id:
+        return Forbidden("this ticket was issued to another user", "ticket_not_yours")
+    if ticket.redeemed_ms is not None:
+        return Conflict("this ticket was already redeemed", "ticket_redeemed")
+    if now_ms < ticket.not_before_ms:
+        return Conflict("this action was completed too fast", "ticket_too_early")
+    if now_ms >= ticket.expires_ms:
+        return Gone("this ticket has expired", "ticket_expired")
+    if not await tx.redeem_ticket(action_id, now_ms):
+        return Conflict("this ticket was already redeemed", "ticket_redeemed")
+    return ticket
 
 
 def _replay_or_mismatch(earlier: StoredResponse, fingerprint: str) -> UpdateResult | Unprocessable:

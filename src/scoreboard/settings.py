@@ -6,6 +6,7 @@ stops the process with a message that names the variable and the value.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -15,7 +16,10 @@ from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse
 
-from scoreboard.model import MAX_TOTAL
+from scoreboard.model import MAX_TOTAL, ActionKind
+
+DEMO_ACTION = ActionKind("demo", points=10, min_seconds=1, ttl_seconds=600)
+_KIND = re.compile(r"[a-z0-9_-]{1,64}")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -47,6 +51,8 @@ class Settings:
     live_stall_seconds: float = 5.0
     live_heartbeat_seconds: float = 10.0
     docs: bool = True
+    actions: tuple[ActionKind, ...] = (DEMO_ACTION,)
+    require_action: bool = False
     log_level: str = "info"
     commit_queue_limit: int = 10_000
 
@@ -117,6 +123,7 @@ class Settings:
         algorithms = get("JWT_ALGORITHMS")
         origins = get("CORS_ORIGINS")
         public_key = get("JWT_PUBLIC_KEY")
+        actions = get("ACTIONS")
         return cls(
             data_dir=data_dir,
             database_url=get("DATABASE_URL") or f"sqlite:///{data_dir / 'scoreboard.db'}",
@@ -136,6 +143,8 @@ class Settings:
             live_max_per_address=_int("SCOREBOARD_LIVE_MAX_PER_ADDRESS",
                                       get("LIVE_MAX_PER_ADDRESS"), 64),
             docs=_bool("SCOREBOARD_DOCS", get("DOCS"), True),
+            actions=load_actions(Path(actions)) if actions else (DEMO_ACTION,),
+            require_action=_bool("SCOREBOARD_REQUIRE_ACTION", get("REQUIRE_ACTION"), False),
             log_level=(get("LOG_LEVEL") or "info").lower(),
         )
 
@@ -185,3 +194,31 @@ def _check_jwks_url(url: str) -> None:
     raise SettingsError(
         f"SCOREBOARD_JWT_JWKS_URL must be https:// (or http:// on loopback), got {url!r}"
     )
+
+
+def load_actions(path: Path) -> tuple[ActionKind, ...]:
+    """``{"kind": {"points": 10, "min_seconds": 1, "ttl_seconds": 600}, ...}`` from a file."""
+    name = "SCOREBOARD_ACTIONS"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{name}: cannot read a JSON object from {str(path)!r}") from exc
+    if not isinstance(data, dict) or not data:
+        raise SettingsError(f"{name}: {str(path)!r} must hold a non-empty JSON object")
+    kinds = []
+    for kind, spec in data.items():
+        if not _KIND.fullmatch(kind):
+            raise SettingsError(f"{name}: kind {kind!r} must be 1-64 of a-z 0-9 _ -")
+        if not isinstance(spec, dict) or set(spec) != {"points", "min_seconds", "ttl_seconds"}:
+            raise SettingsError(
+                f"{name}: {kind!r} needs exactly points, min_seconds and ttl_seconds"
+            )
+        points, low, ttl = spec["points"], spec["min_seconds"], spec["ttl_seconds"]
+        if type(points) is not int or not 1 <= points <= MAX_TOTAL:
+            raise SettingsError(f"{name}: {kind!r} points must be an integer 1 to 2^53 - 1")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, ttl)):
+            raise SettingsError(f"{name}: {kind!r} min_seconds and ttl_seconds must be numbers")
+        if low < 0 or ttl <= low:
+            raise SettingsError(f"{name}: {kind!r} needs 0 <= min_seconds < ttl_seconds")
+        kinds.append(ActionKind(kind, points, float(low), float(ttl)))
+    return tuple(kinds)

@@ -8,6 +8,7 @@ fail an integer check instead of being coerced.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from scoreboard.errors import BadRequest, Unprocessable, UnsupportedMediaType
@@ -73,4 +74,13 @@ def integer_field(name: str, value: Any, low: int, high: int) -> int:
         raise Unprocessable(f"{name} must be a JSON integer", "bad_type")
     if not low <= value <= high:
         raise Unprocessable(f"{name} must be from {low} to {high}", "out_of_range")
+    return value
+
+
+_ACTION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def action_id_field(value: Any) -> str:
+    if not isinstance(value, str) or not _ACTION_ID.fullmatch(value):
+        raise Unprocessable("action_id must be a ticket id from POST /actions", "bad_action_id")
     return value

@@ -8,10 +8,12 @@ JSON, fields, authorisation, then the update itself.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
+import orjson
 import structlog
 from starlette.types import Receive, Scope, Send
 
@@ -25,7 +27,7 @@ from scoreboard.service import ScoreService, fingerprint
 
 _IDEMPOTENCY_KEY = re.compile(rb"[\x20-\x7e]{1,255}")
 _JSON = (b"content-type", b"application/json")
-_SCORE_FIELDS = {"user_id": True, "increment": True}
+_SCORE_FIELDS = {"user_id": True, "increment": False, "action_id": False}
 
 security_log = structlog.get_logger("scoreboard.security")
 
@@ -92,18 +94,53 @@ class ScoreRoutes:
                 parsed = checks.parse_json(body)
             fields = checks.json_object(parsed, _SCORE_FIELDS)
             user_id = checks.user_id_field(fields["user_id"])
-            increment = checks.integer_field("increment", fields["increment"], 1,
-                                             self._max_increment)
-            result = await self._service.add(who, user_id, increment, key, body_print)
+            if ("increment" in fields) == ("action_id" in fields):
+                raise Unprocessable("send exactly one of increment and action_id",
+                                    "increment_or_action")
+            increment = action_id = None
+            if "increment" in fields:
+                increment = checks.integer_field("increment", fields["increment"], 1,
+                                                 self._max_increment)
+            else:
+                action_id = checks.action_id_field(fields["action_id"])
+            result = await self._service.add(who, user_id, increment, action_id, key,
+                                             body_print)
         except ScoreboardError as error:
-            self._metrics.update_refused(error.reason)
-            client = scope.get("client")
-            security_log.warning(
-                "update_refused", reason=error.reason, status=error.status,
-                sub=who.sub if who else None, client=client[0] if client else None,
-            )
+            self._refused(scope, "update_refused", who, error)
             raise
         await self._answer(send, result.response, replayed=result.replayed)
+
+    async def post_action(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /actions``: a ticket for one action; the server decides its points."""
+        who: Identity | None = None
+        try:
+            body = await _read_body(receive)
+            authorization, content_type, _ = _post_headers(scope)
+            who = await self._authenticate(scope, authorization)
+            await self._service.admit_action(who.sub)
+            checks.check_media_type(content_type)
+            fields = checks.json_object(checks.parse_json(body), {"kind": True})
+            kind = fields["kind"]
+            if not isinstance(kind, str):
+                raise Unprocessable("kind must be a string", "bad_type")
+            ticket = await self._service.issue_ticket(who, kind)
+        except ScoreboardError as error:
+            self._refused(scope, "action_refused", who, error)
+            raise
+        await _send_json(send, 201, orjson.dumps({
+            "action_id": ticket.id, "kind": ticket.kind, "points": ticket.points,
+            "not_before": _rfc3339(ticket.not_before_ms), "expires_at": _rfc3339(ticket.expires_ms),
+        }), [])
+
+    def _refused(self, scope: Scope, event: str, who: Identity | None,
+                 error: ScoreboardError) -> None:
+        """Every refused write is a counted, logged security event."""
+        self._metrics.update_refused(error.reason)
+        client = scope.get("client")
+        security_log.warning(
+            event, reason=error.reason, status=error.status,
+            sub=who.sub if who else None, client=client[0] if client else None,
+        )
 
     async def _authenticate(self, scope: Scope, authorization: str | None) -> Identity:
         client = scope.get("client")
@@ -177,6 +214,11 @@ def _limit(query_string: bytes) -> int:
                 raise Unprocessable("limit must be an integer from 1 to 100", "bad_limit")
             limit = int(value)
     return limit
+
+
+def _rfc3339(ms: int) -> str:
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _etag_matches(if_none_match: str | None, etag: bytes) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from scoreboard.model import StoredResponse, UserTotal
+from scoreboard.model import StoredResponse, Ticket, UserTotal
 
 
 class Transaction(Protocol):
@@ -25,6 +25,13 @@ class Transaction(Protocol):
     async def remember(self, user_id: str, key: str, response: StoredResponse,
                        now_ms: int) -> None:
         """Record the response to ``(user_id, key)``."""
+
+    async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None: ...
+
+    async def find_ticket(self, ticket_id: str) -> Ticket | None: ...
+
+    async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
+        """Mark the ticket redeemed; False when it already was (nothing changes then)."""
 
     async def forget_responses(self, before_ms: int, limit: int) -> int:
         """Delete up to ``limit`` idempotency records created before ``before_ms``."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scoreboard.errors import StoreUnavailable
-from scoreboard.model import StoredResponse, UserTotal
+from scoreboard.model import StoredResponse, Ticket, UserTotal
 from scoreboard.store.base import Transaction
 from scoreboard.store.migrations import migrations
 
@@ -40,6 +40,17 @@ _FIND_RESPONSE = "SELECT fingerprint, status, body FROM idempotency WHERE user_i
 _REMEMBER = (
     "INSERT INTO idempotency (user_id, key, fingerprint, status, body, created_ms) "
     "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_ISSUE_TICKET = (
+    "INSERT INTO tickets (id, user_id, kind, points, created_ms, not_before_ms, expires_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_FIND_TICKET = (
+    "SELECT id, user_id, kind, points, not_before_ms, expires_ms, redeemed_ms "
+    "FROM tickets WHERE id = ?"
+)
+_REDEEM_TICKET = (
+    "UPDATE tickets SET redeemed_ms = ? WHERE id = ? AND redeemed_ms IS NULL RETURNING id"
 )
 _FORGET = """
 DELETE FROM idempotency WHERE (user_id, key) IN
@@ -86,6 +97,17 @@ class _SQLiteTransaction:
                        now_ms: int) -> None:
         self._one(_REMEMBER, (user_id, key, response.fingerprint, response.status,
                               response.body, now_ms))
+
+    async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None:
+        self._one(_ISSUE_TICKET, (ticket.id, ticket.user_id, ticket.kind, ticket.points, now_ms,
+                                  ticket.not_before_ms, ticket.expires_ms))
+
+    async def find_ticket(self, ticket_id: str) -> Ticket | None:
+        row = self._one(_FIND_TICKET, (ticket_id,))
+        return Ticket(*row) if row else None
+
+    async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
+        return self._one(_REDEEM_TICKET, (now_ms, ticket_id)) is not None
 
     async def forget_responses(self, before_ms: int, limit: int) -> int:
         try:
