@@ -11,7 +11,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from scoreboard.api.schemas import Problem, ScoreEntry, ScoreResult, ScoreUpdate, problem_responses
+from scoreboard.api.schemas import (
+    ActionRequest,
+    ActionTicket,
+    Problem,
+    ScoreEntry,
+    ScoreResult,
+    problem_responses,
+)
 
 _REF = "#/components/schemas/"
 
@@ -22,6 +29,27 @@ def _json(ref: str, description: str, array: bool = False) -> dict[str, Any]:
         schema = {"type": "array", "items": schema}
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
+
+# Written out: exactly one of two optional fields is beyond what a pydantic model says.
+SCORE_UPDATE: dict[str, Any] = {
+    "title": "ScoreUpdate",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["user_id"],
+    "properties": {
+        "user_id": {"type": "string", "pattern": "^[A-Za-z0-9_.:@|-]{1,128}$"},
+        "increment": {
+            "type": "integer", "minimum": 1,
+            "description": "1 to SCOREBOARD_MAX_INCREMENT (default 100); refused with 403 "
+            "when SCOREBOARD_REQUIRE_ACTION=true (administrators excepted)",
+        },
+        "action_id": {
+            "type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$",
+            "description": "a ticket from POST /actions: redeems it for its points, once",
+        },
+    },
+    "oneOf": [{"required": ["increment"]}, {"required": ["action_id"]}],
+}
 
 HOT_PATHS: dict[str, Any] = {
     "/scores": {
@@ -63,10 +91,34 @@ HOT_PATHS: dict[str, Any] = {
             },
         }
     },
+    "/actions": {
+        "post": {
+            "summary": "Start an action: a single-use ticket whose points the server decides",
+            "description": "Redeem the ticket with POST /score {user_id, action_id} once the "
+            "action is done: not before `not_before`, not after `expires_at`, only for the "
+            "user it was issued to, exactly once. Action kinds come from SCOREBOARD_ACTIONS "
+            "(default: `demo`, 10 points, at least 1 s, valid 600 s). Rate limited per user "
+            "like POST /score, separately.",
+            "operationId": "post_action",
+            "tags": ["scores"],
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": _REF + "ActionRequest"}}},
+            },
+            "responses": {
+                "201": _json("ActionTicket", "The ticket"),
+                **problem_responses(400, 401, 413, 415, 422, 429, 503),
+            },
+        }
+    },
     "/score": {
         "post": {
             "summary": "Add to a user's score",
-            "description": "Answered 200 only after the increment is durably committed. "
+            "description": "Two modes: a plain `increment` (any signed-in user may script "
+            "these within the rate limit), or `action_id`, a ticket from POST /actions whose "
+            "points the server decides; SCOREBOARD_REQUIRE_ACTION=true allows only the "
+            "second. Answered 200 only after the update is durably committed. "
             "An Idempotency-Key (1-255 printable ASCII characters) makes retries safe: "
             "a repeat with the same body replays the first response "
             "(Idempotent-Replayed: true).",
@@ -83,7 +135,7 @@ HOT_PATHS: dict[str, Any] = {
             },
             "responses": {
                 "200": _json("ScoreResult", "Committed; the user's new total and rank"),
-                **problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
+                **problem_responses(400, 401, 403, 404, 409, 410, 413, 415, 422, 429, 503),
             },
         }
     },
@@ -98,10 +150,11 @@ def install_openapi(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (ScoreEntry, ScoreUpdate, ScoreResult, Problem):
+            for model in (ScoreEntry, ScoreResult, Problem, ActionRequest, ActionTicket):
                 schemas[model.__name__] = model.model_json_schema(
                     ref_template=_REF + "{model}", mode="serialization"
                 )
+            schemas["ScoreUpdate"] = SCORE_UPDATE
             schema["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             }

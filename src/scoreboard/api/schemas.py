@@ -16,10 +16,17 @@ class ScoreEntry(BaseModel):
     score: int = Field(ge=0, le=2**53 - 1)
 
 
-class ScoreUpdate(BaseModel):
+class ActionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    user_id: UserId
-    increment: int = Field(ge=1, description="1 to SCOREBOARD_MAX_INCREMENT (default 100)")
+    kind: str = Field(examples=["demo"], description="one of the configured action kinds")
+
+
+class ActionTicket(BaseModel):
+    action_id: str
+    kind: str
+    points: int = Field(ge=1)
+    not_before: str = Field(description="RFC 3339; redeeming earlier is 409")
+    expires_at: str = Field(description="RFC 3339; redeeming later is 410")
 
 
 class ScoreResult(BaseModel):
@@ -60,9 +67,12 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _DESCRIPTIONS = {
     400: "Malformed JSON, or an invalid Idempotency-Key",
     401: "No token, or the token is not valid",
-    403: "The token may not change this user's score",
+    403: "The token may not change this user's score or redeem this ticket; or a plain "
+    "increment where actions are required",
     404: "Not found",
-    409: "Idempotency-Key in flight, or the total would pass 2^53 - 1",
+    409: "Idempotency-Key in flight, the total would pass 2^53 - 1, or a ticket already "
+    "redeemed or redeemed too early",
+    410: "The action ticket has expired",
     413: "Body over 4 KiB",
     415: "Body is not application/json",
     422: "A field is missing, extra, of the wrong type or out of range",

@@ -6,7 +6,8 @@
 
 const STREAM_URL = "/scores/stream";
 const TOKEN_KEY = "scoreboard.token";
-const INCREMENT = 10;
+const ACTION_KIND = "demo";
+const MAX_ACTION_WAIT_MS = 10000;
 const NETWORK_RETRIES = 3;
 const REQUEST_TIMEOUT_MS = 10000;
 const HIGHLIGHT_MS = 5000;
@@ -463,13 +464,33 @@ async function postScore(token, body, key) {
   }
 }
 
+// The server decides what an action is worth: it hands out a single-use ticket, and
+// counts it once the action's minimum time has passed.
+async function startAction(token) {
+  return fetch("/actions", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ kind: ACTION_KIND }),
+    cache: "no-store",
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
+}
+
 async function act() {
   const token = session.token;
   if (session.busy || !token || session.waitUntil) return;
-  const body = JSON.stringify({ user_id: session.userId, increment: INCREMENT });
   setBusy(true);
-  say("Sending…", "info", false);
+  say("Working on the action…", "info", false);
   try {
+    const started = await startAction(token);
+    if (!started.ok) {
+      if (session.token === token) await showAnswer(started);
+      return;
+    }
+    const ticket = await started.json();
+    const wait = Date.parse(ticket.not_before) - Date.now();
+    if (wait > 0) await sleep(Math.min(wait + 100, MAX_ACTION_WAIT_MS));
+    const body = JSON.stringify({ user_id: session.userId, action_id: ticket.action_id });
     const response = await postScore(token, body, newKey());
     if (session.token === token) await showAnswer(response); // else: signed out meanwhile
   } catch {
