@@ -205,6 +205,8 @@ class ScoreService:
         if now_ms >= self._next_purge_ms:
             self._next_purge_ms = now_ms + PURGE_EVERY_MS
             await tx.forget_responses(now_ms - KEY_RETENTION_MS, PURGE_BATCH)
+            # An expired ticket can never redeem; a day later nobody asks about it either.
+            await tx.forget_tickets(now_ms - KEY_RETENTION_MS, PURGE_BATCH)
         return results
 
     async def _after_commit(self, results: Sequence[Outcome | ScoreboardError]) -> None:

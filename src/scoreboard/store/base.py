@@ -36,6 +36,9 @@ class Transaction(Protocol):
     async def forget_responses(self, before_ms: int, limit: int) -> int:
         """Delete up to ``limit`` idempotency records created before ``before_ms``."""
 
+    async def forget_tickets(self, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` tickets that expired before ``before_ms``."""
+
 
 class Store(Protocol):
     """Durable storage.

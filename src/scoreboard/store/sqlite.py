@@ -52,6 +52,9 @@ _FIND_TICKET = (
 _REDEEM_TICKET = (
     "UPDATE tickets SET redeemed_ms = ? WHERE id = ? AND redeemed_ms IS NULL RETURNING id"
 )
+_FORGET_TICKETS = """
+DELETE FROM tickets WHERE id IN (SELECT id FROM tickets WHERE expires_ms < ? LIMIT ?)
+"""
 _FORGET = """
 DELETE FROM idempotency WHERE (user_id, key) IN
     (SELECT user_id, key FROM idempotency WHERE created_ms < ? LIMIT ?)
@@ -108,6 +111,12 @@ class _SQLiteTransaction:
 
     async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
         return self._one(_REDEEM_TICKET, (now_ms, ticket_id)) is not None
+
+    async def forget_tickets(self, before_ms: int, limit: int) -> int:
+        try:
+            return self._conn.execute(_FORGET_TICKETS, (before_ms, limit)).rowcount
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
 
     async def forget_responses(self, before_ms: int, limit: int) -> int:
         try:
