@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from scoreboard.api.admin import admin_router
 from scoreboard.api.edge import Edge
 from scoreboard.api.hot import AsgiEndpoint, ScoreRoutes
 from scoreboard.api.live import LiveRoutes
@@ -88,7 +89,7 @@ def create_app(settings: Settings) -> Edge:
     metrics.count_live(hub.__len__)
     service = ScoreService(store, ranking, limits, broker, observe_batch=metrics.batch,
                            max_queue=settings.commit_queue_limit, actions=settings.actions,
-                           require_action=settings.require_action)
+                           require_action=settings.require_action, on_flag=metrics.flagged)
     access_log = AccessLog(enabled=level_number(settings.log_level) <= logging.INFO)
     scores = ScoreRoutes(service, verifier, limits, metrics, settings.max_increment)
     live = LiveRoutes(hub, settings.cors_origins)
@@ -128,6 +129,8 @@ def create_app(settings: Settings) -> Edge:
     api.state.service = service
     api.state.metrics = metrics
     api.state.hub = hub
+    api.state.verifier = verifier
+    api.state.limits = limits
     # Registered with the framework too, for 405 with Allow (and HEAD) on these paths.
     hot = [
         (method, Route(path, AsgiEndpoint(handler), methods=[method], include_in_schema=False),
@@ -144,6 +147,7 @@ def create_app(settings: Settings) -> Edge:
         WebSocketRoute("/scores/ws", AsgiEndpoint(live.websocket))
     )
     api.include_router(router)
+    api.include_router(admin_router)
     signer = TokenSigner(settings) if settings.uses_dev_key else None
     api.include_router(page_router(load_assets(settings.uses_dev_key), signer))
     install_error_handlers(api)

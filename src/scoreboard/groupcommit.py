@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -66,6 +66,18 @@ class GroupCommitter(Generic[J, R]):
         self._queue.put_nowait((job, future))
         return await future
 
+    def enqueue(self, job: J) -> None:
+        """Submit without waiting: for records nobody waits on (security events).
+
+        A failure is logged by the writer; past the queue bound the job is dropped.
+        """
+        if self._task is None or self._queue.qsize() >= self._max_queue:
+            log.warning("job_dropped", reason="queue_full" if self._task else "writer_stopped")
+            return
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._queue.put_nowait((job, future))
+
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
@@ -105,3 +117,9 @@ class GroupCommitter(Generic[J, R]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    # Nobody awaits an enqueued job: take its outcome so asyncio does not report it.
+    if not future.cancelled():
+        future.exception()

@@ -43,6 +43,10 @@ class Metrics:
             "scoreboard_live_dropped", "Live connections the server ended, by reason",
             ["reason"], registry=self.registry,
         )
+        self._flagged = Counter(
+            "scoreboard_users_flagged", "Users flagged by detection, by reason",
+            ["reason"], registry=self.registry,
+        )
         self._live = Gauge("scoreboard_live_connections", "Open SSE and WebSocket connections",
                            registry=self.registry)
         # labels() costs a dict build and a lock; keep the children we have made.
@@ -67,6 +71,9 @@ class Metrics:
 
     def batch(self, size: int) -> None:
         self._batch.observe(size)
+
+    def flagged(self, reason: str) -> None:
+        self._flagged.labels(reason).inc()
 
     def push(self, seconds: float) -> None:
         self._push_latency.observe(seconds)

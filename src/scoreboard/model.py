@@ -68,3 +68,29 @@ class Ticket:
     not_before_ms: int
     expires_ms: int
     redeemed_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: int
+    delta: int
+    at_ms: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    user_id: str
+    at_ms: int
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """What the store knows of one user, for an administrator."""
+
+    total: UserTotal | None
+    banned: bool
+    ledger: list[LedgerEntry]
+    events: list[SecurityEvent]

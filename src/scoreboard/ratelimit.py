@@ -11,13 +11,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from limits import RateLimitItem
+from limits import RateLimitItem, parse
 from limits.storage import MovingWindowSupport, Storage
 from limits.strategies import MovingWindowRateLimiter
 
 from scoreboard.errors import RateLimited
 
 _SWEEP_PER_HIT = 4
+_EVENTS = parse("20/minute")
 
 
 class CompactMemoryStorage(Storage, MovingWindowSupport):
@@ -132,6 +133,10 @@ class RateLimits:
                 f"at most {self._updates} actions per user",
                 self._retry_after(self._updates, "action", sub),
             )
+
+    def allow_event(self, sub: str) -> bool:
+        """Whether to store one more security event for ``sub`` (20 a minute at most)."""
+        return self._limiter.hit(_EVENTS, "event", sub)
 
     async def check_auth_failures(self, address: str) -> None:
         if not self._limiter.test(self._auth_failures, "authfail", address):

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import cast
 
 import orjson
+import structlog
 
 from scoreboard.auth import Identity
 from scoreboard.broker.base import Broker, Snapshot
+from scoreboard.detection import Detector
 from scoreboard.errors import (
     Conflict,
     Forbidden,
@@ -29,14 +31,26 @@ from scoreboard.errors import (
     Unprocessable,
 )
 from scoreboard.groupcommit import GroupCommitter
-from scoreboard.model import MAX_TOTAL, ActionKind, RankedUser, StoredResponse, Ticket, UserTotal
-from scoreboard.ranking.base import Ranking
+from scoreboard.model import (
+    MAX_TOTAL,
+    ActionKind,
+    RankedUser,
+    SecurityEvent,
+    StoredResponse,
+    Ticket,
+    UserRecord,
+    UserTotal,
+)
+from scoreboard.ranking.base import Ranking, RankPreview
 from scoreboard.ratelimit import RateLimits
 from scoreboard.store.base import Store, Transaction
 
 KEY_RETENTION_MS = 25 * 3600 * 1000  # API promise: at least 24 hours
 PURGE_EVERY_MS = 60_000
 PURGE_BATCH = 5000
+ADMIN_VIEW_ROWS = 100
+
+log = structlog.get_logger("scoreboard.service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +79,46 @@ class TicketRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Moderation:
+    """An administrator's action, audited in the same transaction as its effect."""
+
+    admin: str
+    action: str  # view, ban, unban, revert, suspicious
+    user_id: str
+    since_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Moderated:
+    action: str
+    user_id: str
+    total: UserTotal | None
+    audit_id: int
+    reverted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    events: tuple[SecurityEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class UpdateResult:
     response: StoredResponse
     total: UserTotal | None  # None for a replay
     replayed: bool = False
+    points: int = 0
 
 
-Job = ScoreUpdate | TicketRequest
-Outcome = UpdateResult | Ticket
+@dataclass(frozen=True, slots=True)
+class AdminView:
+    record: UserRecord
+    rank: int | None
+    flags: list[str]
+
+
+Job = ScoreUpdate | TicketRequest | Moderation | EventBatch
+Outcome = UpdateResult | Ticket | Moderated | None
 
 
 def fingerprint(canonical_body: str) -> str:
@@ -91,15 +137,22 @@ class ScoreService:
         max_queue: int = 10_000,
         actions: Sequence[ActionKind] = (),
         require_action: bool = False,
+        on_flag: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._actions = {kind.name: kind for kind in actions}
+        self._detector = Detector(clock)
+        self._on_flag = on_flag
+        self._banned: set[str] = set()
         self._require_action = require_action
         self._store = store
         self._ranking = ranking
         self._limits = limits
         self._broker = broker
         self._clock = clock
-        self._version = 0  # newest ledger id the ranking has applied
+        # The snapshot version: ledger high-water mark + audit high-water mark. Both only
+        # grow, across restarts too, and every change of the board moves one of them.
+        self._ledger_max = 0
+        self._audit_max = 0
         self._published = b""
         self._in_flight: set[tuple[str, str]] = set()
         self._boards: dict[int, Board] = {}
@@ -109,9 +162,12 @@ class ScoreService:
         )
 
     async def start(self) -> None:
-        totals = await self._store.totals()
-        await self._ranking.rebuild(totals)
-        self._version = max((t.seq for t in totals), default=0)
+        self._banned = await self._store.banned()
+        await self._ranking.rebuild(await self._store.totals())
+        self._ledger_max, self._audit_max = await self._store.high_water()
+        for event in await self._store.flagged():
+            self._detector.restore(event.user_id, set(event.detail.split(",")),
+                                   event.at_ms / 1000)
         await self._publish_top()
         self._committer.start()
 
@@ -136,6 +192,8 @@ class ScoreService:
         """Add ``increment``, or redeem the ticket ``action_id``, for ``user_id``."""
         if user_id != who.sub and not who.admin:
             raise Forbidden("a token may only change its own user's score", "other_user")
+        if user_id in self._banned or who.sub in self._banned:
+            raise Forbidden("this user is banned", "banned")
         if increment is not None and self._require_action and not who.admin:
             raise Forbidden("this server only counts completed actions (action_id)",
                             "action_required")
@@ -158,6 +216,8 @@ class ScoreService:
 
     async def issue_ticket(self, who: Identity, kind_name: str) -> Ticket:
         """A single-use ticket for one action of ``kind_name``, stored before it is given."""
+        if who.sub in self._banned:
+            raise Forbidden("this user is banned", "banned")
         kind = self._actions.get(kind_name)
         if kind is None:
             known = ", ".join(sorted(self._actions))
@@ -174,34 +234,19 @@ class ScoreService:
                            jobs: Sequence[Job]) -> list[Outcome | ScoreboardError]:
         now_ms = int(self._clock() * 1000)
         preview = self._ranking.preview()
+        banning: set[str] = set()  # bans earlier in this batch refuse later updates
         results: list[Outcome | ScoreboardError] = []
-        for u in jobs:
-            if isinstance(u, TicketRequest):
-                await tx.issue_ticket(u.ticket, now_ms)
-                results.append(u.ticket)
-                continue
-            if u.key is not None:
-                earlier = await tx.find_response(u.sub, u.key)
-                if earlier is not None:
-                    results.append(_replay_or_mismatch(earlier, u.fingerprint))
-                    continue
-            delta, source = u.delta, u.source
-            if u.action_id is not None:
-                redeemed = await _redeem(tx, u.action_id, u.user_id, now_ms)
-                if isinstance(redeemed, ScoreboardError):
-                    results.append(redeemed)
-                    continue
-                delta, source = redeemed.points, f"action:{redeemed.kind}:{redeemed.id[:8]}"
-            total = await tx.add(u.user_id, delta, u.name, source, now_ms)
-            if total is None:
-                results.append(Conflict(f"the total would pass {MAX_TOTAL}", "total_cap"))
-                continue
-            rank = await preview.rank_after(total)
-            body = orjson.dumps({"user_id": u.user_id, "score": total.total, "rank": rank})
-            response = StoredResponse(u.fingerprint, 200, body)
-            if u.key is not None:
-                await tx.remember(u.sub, u.key, response, now_ms)
-            results.append(UpdateResult(response, total))
+        for job in jobs:
+            if isinstance(job, ScoreUpdate):
+                results.append(await self._apply_update(tx, job, preview, banning, now_ms))
+            elif isinstance(job, TicketRequest):
+                await tx.issue_ticket(job.ticket, now_ms)
+                results.append(job.ticket)
+            elif isinstance(job, Moderation):
+                results.append(await _moderate(tx, job, banning, now_ms))
+            else:
+                await tx.record_events(job.events)
+                results.append(None)
         if now_ms >= self._next_purge_ms:
             self._next_purge_ms = now_ms + PURGE_EVERY_MS
             await tx.forget_responses(now_ms - KEY_RETENTION_MS, PURGE_BATCH)
@@ -209,12 +254,53 @@ class ScoreService:
             await tx.forget_tickets(now_ms - KEY_RETENTION_MS, PURGE_BATCH)
         return results
 
+    async def _apply_update(self, tx: Transaction, u: ScoreUpdate, preview: RankPreview,
+                            banning: set[str], now_ms: int) -> UpdateResult | ScoreboardError:
+        if u.key is not None:
+            earlier = await tx.find_response(u.sub, u.key)
+            if earlier is not None:
+                return _replay_or_mismatch(earlier, u.fingerprint)
+        if u.user_id in self._banned or u.user_id in banning:
+            return Forbidden("this user is banned", "banned")
+        delta, source = u.delta, u.source
+        if u.action_id is not None:
+            redeemed = await _redeem(tx, u.action_id, u.user_id, now_ms)
+            if isinstance(redeemed, ScoreboardError):
+                return redeemed
+            delta, source = redeemed.points, f"action:{redeemed.kind}:{redeemed.id[:8]}"
+        total = await tx.add(u.user_id, delta, u.name, source, now_ms)
+        if total is None:
+            return Conflict(f"the total would pass {MAX_TOTAL}", "total_cap")
+        rank = await preview.rank_after(total)
+        body = orjson.dumps({"user_id": u.user_id, "score": total.total, "rank": rank})
+        response = StoredResponse(u.fingerprint, 200, body)
+        if u.key is not None:
+            await tx.remember(u.sub, u.key, response, now_ms)
+        return UpdateResult(response, total, points=delta)
+
     async def _after_commit(self, results: Sequence[Outcome | ScoreboardError]) -> None:
-        totals = [r.total for r in results if isinstance(r, UpdateResult) and r.total]
-        if not totals:
-            return
-        self._version = max(self._version, max(t.seq for t in totals))
-        if await self._ranking.apply(totals):
+        totals: list[UserTotal] = []
+        changed = False
+        for r in results:
+            if isinstance(r, UpdateResult) and r.total is not None:
+                totals.append(r.total)
+                flag = self._detector.points(r.total.user_id, r.points)
+                if flag:
+                    self._flag(r.total.user_id, flag)
+            elif isinstance(r, Moderated):
+                self._audit_max = max(self._audit_max, r.audit_id)
+                if r.action == "ban":
+                    self._banned.add(r.user_id)
+                    changed |= await self._ranking.remove(r.user_id)
+                elif r.action == "unban":
+                    self._banned.discard(r.user_id)
+                if r.total is not None and r.action in ("unban", "revert"):
+                    totals.append(r.total)
+        if totals:
+            self._ledger_max = max(self._ledger_max, max(t.seq for t in totals))
+            visible = [t for t in totals if t.user_id not in self._banned]
+            changed |= await self._ranking.apply(visible)
+        if changed:
             self._boards.clear()
             await self._publish_top()
 
@@ -223,7 +309,44 @@ class ScoreService:
         top = await self.board(10)
         if top.body != self._published:
             self._published = top.body
-            await self._broker.publish(Snapshot(self._version, top.body))
+            version = self._ledger_max + self._audit_max
+            await self._broker.publish(Snapshot(version, top.body))
+
+    # -- detection and moderation --------------------------------------------
+
+    def refused(self, sub: str, reason: str) -> None:
+        """A write by a verified user was refused: a security event, maybe a flag."""
+        if self._limits.allow_event(sub):  # bounded: a flood cannot flood the database
+            now_ms = int(self._clock() * 1000)
+            self._committer.enqueue(EventBatch((SecurityEvent(sub, now_ms, reason, ""),)))
+        flag = self._detector.refusal(sub, reason)
+        if flag:
+            self._flag(sub, flag)
+
+    def _flag(self, user_id: str, reason: str) -> None:
+        log.warning("user_flagged", user_id=user_id, reason=reason)
+        self._on_flag(reason)
+        event = SecurityEvent(user_id, int(self._clock() * 1000), "flagged", reason)
+        self._committer.enqueue(EventBatch((event,)))
+
+    async def moderate(self, admin: str, action: str, user_id: str,
+                       since_ms: int = 0) -> Moderated:
+        outcome = await self._committer.submit(Moderation(admin, action, user_id, since_ms))
+        return cast(Moderated, outcome)
+
+    async def admin_view(self, user_id: str) -> AdminView:
+        record = await self._store.user_record(user_id, ADMIN_VIEW_ROWS)
+        if record.total is None and not record.events and not record.banned:
+            raise NotFound(f"nothing is known of user {user_id!r}", "unknown_user")
+        ranked = await self._ranking.get(user_id)
+        flag = self._detector.flags.get(user_id)
+        return AdminView(record, ranked.rank if ranked else None,
+                         sorted(flag.reasons) if flag else [])
+
+    def suspicious(self) -> list[tuple[str, list[str], float]]:
+        """Flagged users, longest-flagged first."""
+        flags = sorted(self._detector.flags.items(), key=lambda kv: kv[1].since)
+        return [(user_id, sorted(flag.reasons), flag.since) for user_id, flag in flags]
 
     # -- reads ----------------------------------------------------------------
 
@@ -263,6 +386,25 @@ async def _redeem(tx: Transaction, action_id: str, user_id: str,
     if not await tx.redeem_ticket(action_id, now_ms):
         return Conflict("this ticket was already redeemed", "ticket_redeemed")
     return ticket
+
+
+async def _moderate(tx: Transaction, job: Moderation, banning: set[str],
+                    now_ms: int) -> Moderated:
+    total: UserTotal | None = None
+    reverted = 0
+    detail = ""
+    if job.action == "ban":
+        detail = "banned" if await tx.ban(job.user_id, job.admin, now_ms) else "already banned"
+        banning.add(job.user_id)
+    elif job.action == "unban":
+        total = await tx.unban(job.user_id)
+        banning.discard(job.user_id)
+    elif job.action == "revert":
+        total, reverted = await tx.revert(job.user_id, job.since_ms, f"revert:{job.admin}",
+                                          now_ms)
+        detail = f"since_ms={job.since_ms} reverted={reverted}"
+    audit_id = await tx.audit(job.admin, job.action, job.user_id, detail, now_ms)
+    return Moderated(job.action, job.user_id, total, audit_id, reverted)
 
 
 def _replay_or_mismatch(earlier: StoredResponse, fingerprint: str) -> UpdateResult | Unprocessable:

@@ -136,6 +136,8 @@ class ScoreRoutes:
                  error: ScoreboardError) -> None:
         """Every refused write is a counted, logged security event."""
         self._metrics.update_refused(error.reason)
+        if who is not None:
+            self._service.refused(who.sub, error.reason)
         client = scope.get("client")
         security_log.warning(
             event, reason=error.reason, status=error.status,

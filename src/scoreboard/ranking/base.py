@@ -28,6 +28,9 @@ class Ranking(Protocol):
     async def apply(self, totals: Sequence[UserTotal]) -> bool:
         """Apply committed totals; return whether the top ``TOP_WATCHED`` changed."""
 
+    async def remove(self, user_id: str) -> bool:
+        """Take a user off the board (a ban); return whether the watched top changed."""
+
     async def top(self, limit: int) -> list[RankedUser]: ...
 
     async def get(self, user_id: str) -> RankedUser | None: ...

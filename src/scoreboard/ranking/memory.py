@@ -81,6 +81,14 @@ class MemoryRanking:
                 self._names[t.user_id] = t.name
         return top_changed
 
+    async def remove(self, user_id: str) -> bool:
+        key = self._keys.pop(user_id, None)
+        if key is None:
+            return False
+        top_changed: bool = self._order.bisect_left(key) < TOP_WATCHED
+        self._order.remove(key)
+        return top_changed
+
     async def top(self, limit: int) -> list[RankedUser]:
         return [self._ranked(i + 1, key) for i, key in enumerate(self._order.islice(0, limit))]
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from scoreboard.model import StoredResponse, Ticket, UserTotal
+from scoreboard.model import SecurityEvent, StoredResponse, Ticket, UserRecord, UserTotal
 
 
 class Transaction(Protocol):
@@ -32,6 +33,26 @@ class Transaction(Protocol):
 
     async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
         """Mark the ticket redeemed; False when it already was (nothing changes then)."""
+
+    async def record_events(self, events: Sequence[SecurityEvent]) -> None: ...
+
+    async def audit(self, admin: str, action: str, target: str, detail: str,
+                    now_ms: int) -> int:
+        """Record an administrative action; its id (ids only grow)."""
+
+    async def ban(self, user_id: str, by: str, now_ms: int) -> bool:
+        """Ban ``user_id``; False when already banned."""
+
+    async def unban(self, user_id: str) -> UserTotal | None:
+        """Lift a ban; the user's total (to put back on the board), if any."""
+
+    async def revert(self, user_id: str, since_ms: int, source: str,
+                     now_ms: int) -> tuple[UserTotal | None, int]:
+        """Undo the user's increments at or after ``since_ms`` with one compensating entry.
+
+        Returns the new total (``None`` for a user with none) and how many entries were
+        undone. An entry is undone at most once; compensating entries are never undone.
+        """
 
     async def forget_responses(self, before_ms: int, limit: int) -> int:
         """Delete up to ``limit`` idempotency records created before ``before_ms``."""
@@ -63,4 +84,15 @@ class Store(Protocol):
         """Read a remembered response outside any transaction."""
 
     async def totals(self) -> list[UserTotal]:
-        """Every user's total, to rebuild the ranking from."""
+        """Every user's total except banned users', to rebuild the ranking from."""
+
+    async def banned(self) -> set[str]: ...
+
+    async def high_water(self) -> tuple[int, int]:
+        """The largest ledger id and audit id ever given out (deleted ones included)."""
+
+    async def user_record(self, user_id: str, limit: int) -> UserRecord:
+        """The user's total, ban, newest ledger entries and security events."""
+
+    async def flagged(self) -> list[SecurityEvent]:
+        """The first ``flagged`` event of every user that has one."""

@@ -14,13 +14,20 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from scoreboard.errors import StoreUnavailable
-from scoreboard.model import StoredResponse, Ticket, UserTotal
+from scoreboard.model import (
+    LedgerEntry,
+    SecurityEvent,
+    StoredResponse,
+    Ticket,
+    UserRecord,
+    UserTotal,
+)
 from scoreboard.store.base import Transaction
 from scoreboard.store.migrations import migrations
 
@@ -51,6 +58,28 @@ _FIND_TICKET = (
 )
 _REDEEM_TICKET = (
     "UPDATE tickets SET redeemed_ms = ? WHERE id = ? AND redeemed_ms IS NULL RETURNING id"
+)
+_RECORD_EVENT = "INSERT INTO security_events (user_id, at_ms, kind, detail) VALUES (?, ?, ?, ?)"
+_AUDIT = "INSERT INTO audit (at_ms, admin, action, target, detail) VALUES (?, ?, ?, ?, ?)"
+_BAN = "INSERT INTO bans VALUES (?, ?, ?) ON CONFLICT (user_id) DO NOTHING RETURNING user_id"
+_TOTAL_OF = "SELECT user_id, total, seq, name FROM totals WHERE user_id = ?"
+_TO_REVERT = (
+    "SELECT id, delta FROM ledger WHERE user_id = ? AND at_ms >= ? AND reverted_by IS NULL "
+    "AND source NOT LIKE 'revert%' ORDER BY id"
+)
+_APPLY_REVERT = (
+    "UPDATE totals SET total = total + ?, seq = ?, reached_ms = ? WHERE user_id = ? "
+    "RETURNING total, name"
+)
+_LEDGER_OF = (
+    "SELECT id, delta, at_ms, source FROM ledger WHERE user_id = ? ORDER BY id DESC LIMIT ?"
+)
+_EVENTS_OF = (
+    "SELECT at_ms, kind, detail FROM security_events WHERE user_id = ? ORDER BY id DESC LIMIT ?"
+)
+_FLAGGED = (
+    "SELECT user_id, min(at_ms), 'flagged', group_concat(DISTINCT detail) "
+    "FROM security_events WHERE kind = 'flagged' GROUP BY user_id"
 )
 _FORGET_TICKETS = """
 DELETE FROM tickets WHERE id IN (SELECT id FROM tickets WHERE expires_ms < ? LIMIT ?)
@@ -112,6 +141,47 @@ class _SQLiteTransaction:
     async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
         return self._one(_REDEEM_TICKET, (now_ms, ticket_id)) is not None
 
+    async def record_events(self, events: Sequence[SecurityEvent]) -> None:
+        try:
+            self._conn.executemany(_RECORD_EVENT, [(e.user_id, e.at_ms, e.kind, e.detail)
+                                                   for e in events])
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+
+    async def audit(self, admin: str, action: str, target: str, detail: str,
+                    now_ms: int) -> int:
+        try:
+            audit_id = self._conn.execute(_AUDIT, (now_ms, admin, action, target, detail)).lastrowid
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+        assert audit_id is not None  # an INSERT into a rowid table always has one
+        return audit_id
+
+    async def ban(self, user_id: str, by: str, now_ms: int) -> bool:
+        return self._one(_BAN, (user_id, now_ms, by)) is not None
+
+    async def unban(self, user_id: str) -> UserTotal | None:
+        self._one("DELETE FROM bans WHERE user_id = ?", (user_id,))
+        row = self._one(_TOTAL_OF, (user_id,))
+        return UserTotal(*row) if row else None
+
+    async def revert(self, user_id: str, since_ms: int, source: str,
+                     now_ms: int) -> tuple[UserTotal | None, int]:
+        undo = self._conn.execute(_TO_REVERT, (user_id, since_ms)).fetchall()
+        delta = -sum(d for _, d in undo)
+        if not undo or delta == 0:
+            row = self._one(_TOTAL_OF, (user_id,))
+            return (UserTotal(*row) if row else None), 0
+        try:
+            seq = self._conn.execute(_ADD_LEDGER, (user_id, delta, now_ms, source)).lastrowid
+            self._conn.executemany("UPDATE ledger SET reverted_by = ? WHERE id = ?",
+                                   [(seq, entry_id) for entry_id, _ in undo])
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+        assert seq is not None  # an INSERT into a rowid table always has one
+        row = self._one(_APPLY_REVERT, (delta, seq, now_ms, user_id))
+        return UserTotal(user_id, row[0], seq, row[1]), len(undo)
+
     async def forget_tickets(self, before_ms: int, limit: int) -> int:
         try:
             return self._conn.execute(_FORGET_TICKETS, (before_ms, limit)).rowcount
@@ -166,11 +236,43 @@ class SQLiteStore:
 
     async def totals(self) -> list[UserTotal]:
         def load() -> list[UserTotal]:
-            rows = self._read().execute("SELECT user_id, total, seq, name FROM totals")
+            rows = self._read().execute(
+                "SELECT user_id, total, seq, name FROM totals "
+                "WHERE user_id NOT IN (SELECT user_id FROM bans)"
+            )
             return [UserTotal(*row) for row in rows]
 
         try:
             return await asyncio.to_thread(load)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+
+    async def high_water(self) -> tuple[int, int]:
+        # AUTOINCREMENT keeps each table's largest id ever given in sqlite_sequence.
+        rows = dict(self._reads("SELECT name, seq FROM sqlite_sequence", ()))
+        return int(rows.get("ledger", 0)), int(rows.get("audit", 0))
+
+    async def banned(self) -> set[str]:
+        return {row[0] for row in self._reads("SELECT user_id FROM bans", ())}
+
+    async def user_record(self, user_id: str, limit: int) -> UserRecord:
+        total = self._reads(_TOTAL_OF, (user_id,))
+        banned = self._reads("SELECT 1 FROM bans WHERE user_id = ?", (user_id,))
+        ledger = self._reads(_LEDGER_OF, (user_id, limit))
+        events = self._reads(_EVENTS_OF, (user_id, limit))
+        return UserRecord(
+            total=UserTotal(*total[0]) if total else None,
+            banned=bool(banned),
+            ledger=[LedgerEntry(*row) for row in ledger],
+            events=[SecurityEvent(user_id, *row) for row in events],
+        )
+
+    async def flagged(self) -> list[SecurityEvent]:
+        return [SecurityEvent(*row) for row in self._reads(_FLAGGED, ())]
+
+    def _reads(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        try:
+            return self._read().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
 

@@ -1,0 +1,137 @@
+"""Administration: a user's record, ban / unban, revert, the flagged users.
+
+Every route needs a token with the ``scoreboard:admin`` scope (401 without a valid
+token, 403 for any other). The scope is checked right after the token, before the
+body is read: nobody else gets to probe the validation. Every action, views included,
+is recorded in the audit table in the same transaction as its effect.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from scoreboard.api import body as checks
+from scoreboard.api.schemas import problem_responses
+from scoreboard.auth import Identity, TokenVerifier
+from scoreboard.errors import Forbidden, NotFound, Unprocessable
+from scoreboard.model import is_user_id
+from scoreboard.ratelimit import RateLimits
+from scoreboard.service import AdminView, ScoreService
+
+
+async def require_admin(request: Request) -> Identity:
+    verifier: TokenVerifier = request.app.state.verifier
+    limits: RateLimits = request.app.state.limits
+    address = request.client.host if request.client else "unknown"
+    await limits.check_auth_failures(address)
+    try:
+        who = await verifier.verify(request.headers.get("authorization"))
+    except Exception:
+        await limits.count_auth_failure(address)
+        raise
+    if not who.admin:
+        service: ScoreService = request.app.state.service
+        service.refused(who.sub, "not_admin")
+        raise Forbidden("administrators only", "not_admin")
+    return who
+
+
+def get_service(request: Request) -> ScoreService:
+    service: ScoreService = request.app.state.service
+    return service
+
+
+Admin = Annotated[Identity, Depends(require_admin)]
+Service = Annotated[ScoreService, Depends(get_service)]
+
+admin_router = APIRouter(prefix="/admin", tags=["administration"],
+                         responses=problem_responses(401, 403, 404, 422))
+
+
+@admin_router.get("/users/{user_id}")
+async def view_user(user_id: str, who: Admin, service: Service) -> JSONResponse:
+    """The user's score, rank, ban, flags, newest ledger entries and security events."""
+    await service.moderate(who.sub, "view", _user(user_id))
+    return _view(user_id, await service.admin_view(user_id))
+
+
+@admin_router.post("/users/{user_id}/ban")
+async def ban(user_id: str, who: Admin, service: Service) -> JSONResponse:
+    """Take the user off every board and refuse their writes (403) until unbanned."""
+    await service.moderate(who.sub, "ban", _user(user_id))
+    return _view(user_id, await service.admin_view(user_id))
+
+
+@admin_router.post("/users/{user_id}/unban")
+async def unban(user_id: str, who: Admin, service: Service) -> JSONResponse:
+    await service.moderate(who.sub, "unban", _user(user_id))
+    return _view(user_id, await service.admin_view(user_id))
+
+
+@admin_router.post("/users/{user_id}/revert")
+async def revert(user_id: str, request: Request, who: Admin, service: Service) -> JSONResponse:
+    """Undo the user's increments at or after ``since`` (RFC 3339), with one ledger entry."""
+    checks.check_media_type(request.headers.get("content-type"))
+    fields = checks.json_object(checks.parse_json(await request.body()), {"since": True})
+    since = _moment(fields["since"])
+    done = await service.moderate(who.sub, "revert", _user(user_id), since)
+    score = done.total.total if done.total is not None else 0
+    return JSONResponse({"user_id": user_id, "score": score, "reverted": done.reverted},
+                        headers=_NO_STORE)
+
+
+@admin_router.get("/suspicious")
+async def suspicious(who: Admin, service: Service) -> JSONResponse:
+    """Users flagged by detection, longest-flagged first."""
+    await service.moderate(who.sub, "suspicious", "*")
+    return JSONResponse([
+        {"user_id": user_id, "reasons": reasons, "since": _rfc3339(since * 1000)}
+        for user_id, reasons, since in service.suspicious()
+    ], headers=_NO_STORE)
+
+
+_NO_STORE = {"cache-control": "no-store"}
+
+
+def _user(user_id: str) -> str:
+    if not is_user_id(user_id):
+        raise NotFound("no such user", "unknown_user")
+    return user_id
+
+
+def _moment(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            moment = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return int(moment.timestamp() * 1000)
+    raise Unprocessable("since must be an RFC 3339 time with a zone, like 2026-11-27T10:00:00Z",
+                        "bad_since")
+
+
+def _rfc3339(ms: float) -> str:
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _view(user_id: str, view: AdminView) -> JSONResponse:
+    record = view.record
+    total = record.total
+    return JSONResponse({
+        "user_id": user_id,
+        "name": (total.name if total else None) or user_id,
+        "score": total.total if total else 0,
+        "rank": view.rank,
+        "banned": record.banned,
+        "flags": view.flags,
+        "ledger": [{"id": e.id, "delta": e.delta, "at": _rfc3339(e.at_ms), "source": e.source}
+                   for e in record.ledger],
+        "events": [{"at": _rfc3339(e.at_ms), "kind": e.kind, "detail": e.detail}
+                   for e in record.events],
+    }, headers=_NO_STORE)
