@@ -89,7 +89,8 @@ def create_app(settings: Settings) -> Edge:
     metrics.count_live(hub.__len__)
     service = ScoreService(store, ranking, limits, broker, observe_batch=metrics.batch,
                            max_queue=settings.commit_queue_limit, actions=settings.actions,
-                           require_action=settings.require_action, on_flag=metrics.flagged)
+                           require_action=settings.require_action, on_flag=metrics.flagged,
+                           on_rebuild=metrics.rebuilt)
     access_log = AccessLog(enabled=level_number(settings.log_level) <= logging.INFO)
     scores = ScoreRoutes(service, verifier, limits, metrics, settings.max_increment)
     live = LiveRoutes(hub, settings.cors_origins)

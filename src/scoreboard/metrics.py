@@ -35,13 +35,17 @@ class Metrics:
         )
         self._push_latency = Histogram(
             "scoreboard_live_push_latency_seconds",
-            "From a top-10 change reaching the hub to its push to every live client",
+            "From the commit that changed the top 10 to its push to the live clients",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
         self._live_dropped = Counter(
             "scoreboard_live_dropped", "Live connections the server ended, by reason",
             ["reason"], registry=self.registry,
+        )
+        self._rebuild = Gauge(
+            "scoreboard_ranking_rebuild_seconds", "How long the last ranking rebuild took",
+            registry=self.registry,
         )
         self._flagged = Counter(
             "scoreboard_users_flagged", "Users flagged by detection, by reason",
@@ -71,6 +75,9 @@ class Metrics:
 
     def batch(self, size: int) -> None:
         self._batch.observe(size)
+
+    def rebuilt(self, seconds: float) -> None:
+        self._rebuild.set(seconds)
 
     def flagged(self, reason: str) -> None:
         self._flagged.labels(reason).inc()

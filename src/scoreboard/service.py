@@ -138,7 +138,9 @@ class ScoreService:
         actions: Sequence[ActionKind] = (),
         require_action: bool = False,
         on_flag: Callable[[str], None] = lambda reason: None,
+        on_rebuild: Callable[[float], None] = lambda seconds: None,
     ) -> None:
+        self._on_rebuild = on_rebuild
         self._actions = {kind.name: kind for kind in actions}
         self._detector = Detector(clock)
         self._on_flag = on_flag
@@ -162,8 +164,13 @@ class ScoreService:
         )
 
     async def start(self) -> None:
+        started = time.perf_counter()
         self._banned = await self._store.banned()
-        await self._ranking.rebuild(await self._store.totals())
+        totals = await self._store.totals()
+        await self._ranking.rebuild(totals)
+        self._on_rebuild(time.perf_counter() - started)
+        log.info("ranking_rebuilt", users=len(totals),
+                 seconds=round(time.perf_counter() - started, 3))
         self._ledger_max, self._audit_max = await self._store.high_water()
         for event in await self._store.flagged():
             self._detector.restore(event.user_id, set(event.detail.split(",")),

@@ -39,6 +39,8 @@ async def test_metrics(server: Server) -> None:
     assert 'scoreboard_score_updates_total{outcome="accepted"} 2.0' in text
     assert 'scoreboard_score_updates_total{outcome="replayed"} 1.0' in text
     assert 'scoreboard_score_updates_refused_total{reason="other_user"} 1.0' in text
+    assert "scoreboard_ranking_rebuild_seconds " in text
+    assert "scoreboard_live_push_latency_seconds_count" in text
     # Two accepted updates and one security event went through the group commit.
     assert "scoreboard_group_commit_batch_size_sum 3.0" in text
 
