@@ -101,3 +101,18 @@ async def test_cors_only_for_configured_origins(make_server) -> None:  # type: i
 async def test_no_cors_by_default(server: Server) -> None:
     r = await server.client.get("/scores", headers={"Origin": "https://game.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+async def test_the_grafana_dashboard_only_uses_metrics_that_exist(server: Server) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    await server.post("alice", 1)
+    text = (await server.client.get("/metrics")).text
+    dashboard = json.loads((Path(__file__).parents[2] / "docs/grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    names = {n for e in exprs for n in re.findall(r"scoreboard_[a-z_]+", e)}
+    assert len(names) >= 8
+    for name in names:
+        assert f"\n{name}" in text or f"# TYPE {name}" in text, name
