@@ -69,9 +69,16 @@ async def test_security_headers_everywhere(server: Server) -> None:
         await server.client.post("/score"),
     ]:
         assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
         assert r.headers["x-request-id"]
         assert "strict-transport-security" not in r.headers  # plain HTTP
     assert (await server.client.get("/healthz")).headers["cache-control"] == "no-store"
+    page = await server.client.get("/")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert (await server.client.get("/docs")).status_code == 200  # its CDN assets still load
     assert (await server.client.get("/scores")).headers["cache-control"] == "no-cache"
 
 

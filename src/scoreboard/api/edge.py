@@ -24,6 +24,7 @@ from scoreboard.metrics import Metrics
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 4 * 1024
+_DATA_CSP = b"default-src 'none'; frame-ancestors 'none'"
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 log = structlog.get_logger("scoreboard.edge")
@@ -63,11 +64,8 @@ class Edge:
                 message = {**message, "headers": headers}
                 headers.append((b"x-request-id", request_id))
                 headers.append((b"x-content-type-options", b"nosniff"))
-                for name, _ in headers:
-                    if name == b"cache-control":
-                        break
-                else:
-                    headers.append((b"cache-control", b"no-store"))
+                headers.append((b"referrer-policy", b"no-referrer"))
+                _secure_defaults(headers)
                 if tls:
                     headers.append((b"strict-transport-security", b"max-age=63072000"))
             await send(message)
@@ -110,6 +108,18 @@ class Edge:
                 "route": label, "status": status, "ms": round(seconds * 1000, 3),
                 "client": client[0] if client else None,
             })
+
+
+def _secure_defaults(headers: list[tuple[bytes, bytes]]) -> None:
+    """``no-store`` unless the route chose caching; data answers may not run or be framed."""
+    names = {name for name, _ in headers}
+    if b"cache-control" not in names:
+        headers.append((b"cache-control", b"no-store"))
+    if b"content-security-policy" not in names:
+        for name, value in headers:
+            if name == b"content-type" and not value.startswith(b"text/html"):
+                headers.append((b"content-security-policy", _DATA_CSP))
+                break
 
 
 def _read_head(scope: Scope) -> tuple[bytes, ScoreboardError | None]:
