@@ -223,12 +223,12 @@ class ScoreService:
 
     async def issue_ticket(self, who: Identity, kind_name: str) -> Ticket:
         """A single-use ticket for one action of ``kind_name``, stored before it is given."""
-        if who.sub in self._banned:
-            raise Forbidden("this user is banned", "banned")
         kind = self._actions.get(kind_name)
-        if kind is None:
+        if kind is None:  # fields (422) before authorisation (403), as API.md orders them
             known = ", ".join(sorted(self._actions))
             raise Unprocessable(f"unknown action kind; known: {known}", "unknown_kind")
+        if who.sub in self._banned:
+            raise Forbidden("this user is banned", "banned")
         now_ms = int(self._clock() * 1000)
         ticket = Ticket(
             id=secrets.token_urlsafe(24), user_id=who.sub, kind=kind.name, points=kind.points,

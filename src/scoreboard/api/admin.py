@@ -9,13 +9,21 @@ is recorded in the audit table in the same transaction as its effect.
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from scoreboard.api import body as checks
-from scoreboard.api.schemas import problem_responses
+from scoreboard.api.authn import authenticate
+from scoreboard.api.schemas import (
+    RFC3339,
+    AdminUserView,
+    RevertResult,
+    SuspiciousUser,
+    problem_responses,
+)
 from scoreboard.auth import Identity, TokenVerifier
 from scoreboard.errors import Forbidden, NotFound, Unprocessable
 from scoreboard.model import is_user_id
@@ -27,12 +35,7 @@ async def require_admin(request: Request) -> Identity:
     verifier: TokenVerifier = request.app.state.verifier
     limits: RateLimits = request.app.state.limits
     address = request.client.host if request.client else "unknown"
-    await limits.check_auth_failures(address)
-    try:
-        who = await verifier.verify(request.headers.get("authorization"))
-    except Exception:
-        await limits.count_auth_failure(address)
-        raise
+    who = await authenticate(verifier, limits, address, request.headers.get("authorization"))
     if not who.admin:
         service: ScoreService = request.app.state.service
         service.refused(who.sub, "not_admin")
@@ -49,30 +52,35 @@ Admin = Annotated[Identity, Depends(require_admin)]
 Service = Annotated[ScoreService, Depends(get_service)]
 
 admin_router = APIRouter(prefix="/admin", tags=["administration"],
-                         responses=problem_responses(401, 403, 404, 422))
+                         responses=problem_responses(401, 403, 404, 422, 429))
 
 
-@admin_router.get("/users/{user_id}")
+@admin_router.get("/users/{user_id}", response_model=AdminUserView)
 async def view_user(user_id: str, who: Admin, service: Service) -> JSONResponse:
     """The user's score, rank, ban, flags, newest ledger entries and security events."""
     await service.moderate(who.sub, "view", _user(user_id))
     return _view(user_id, await service.admin_view(user_id))
 
 
-@admin_router.post("/users/{user_id}/ban")
+@admin_router.post("/users/{user_id}/ban", response_model=AdminUserView)
 async def ban(user_id: str, who: Admin, service: Service) -> JSONResponse:
     """Take the user off every board and refuse their writes (403) until unbanned."""
     await service.moderate(who.sub, "ban", _user(user_id))
     return _view(user_id, await service.admin_view(user_id))
 
 
-@admin_router.post("/users/{user_id}/unban")
+@admin_router.post("/users/{user_id}/unban", response_model=AdminUserView)
 async def unban(user_id: str, who: Admin, service: Service) -> JSONResponse:
     await service.moderate(who.sub, "unban", _user(user_id))
     return _view(user_id, await service.admin_view(user_id))
 
 
-@admin_router.post("/users/{user_id}/revert")
+@admin_router.post(
+    "/users/{user_id}/revert", response_model=RevertResult,
+    responses=problem_responses(400, 413, 415),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/RevertRequest"}}}}},
+)
 async def revert(user_id: str, request: Request, who: Admin, service: Service) -> JSONResponse:
     """Undo the user's increments at or after ``since`` (RFC 3339), with one ledger entry."""
     checks.check_media_type(request.headers.get("content-type"))
@@ -84,7 +92,7 @@ async def revert(user_id: str, request: Request, who: Admin, service: Service) -
                         headers=_NO_STORE)
 
 
-@admin_router.get("/suspicious")
+@admin_router.get("/suspicious", response_model=list[SuspiciousUser])
 async def suspicious(who: Admin, service: Service) -> JSONResponse:
     """Users flagged by detection, longest-flagged first."""
     await service.moderate(who.sub, "suspicious", "*")
@@ -104,13 +112,15 @@ def _user(user_id: str) -> str:
 
 
 def _moment(value: Any) -> int:
-    if isinstance(value, str):
+    """An RFC 3339 time with a zone, in unix milliseconds."""
+    match = re.fullmatch(RFC3339, value) if isinstance(value, str) else None
+    if match is not None:
+        # fromisoformat takes at most microseconds and wants upper-case T and Z.
+        text = re.sub(r"(\.\d{6})\d+", r"\1", value.upper()).replace("Z", "+00:00")
         try:
-            moment = datetime.datetime.fromisoformat(value)
-        except ValueError:
-            moment = None
-        if moment is not None and moment.tzinfo is not None:
-            return int(moment.timestamp() * 1000)
+            return int(datetime.datetime.fromisoformat(text).timestamp() * 1000)
+        except ValueError:  # a date that does not exist, like 2026-02-30
+            pass
     raise Unprocessable("since must be an RFC 3339 time with a zone, like 2026-11-27T10:00:00Z",
                         "bad_since")
 

@@ -18,8 +18,9 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from scoreboard.api import body as checks
+from scoreboard.api.authn import authenticate
 from scoreboard.auth import Identity, TokenVerifier
-from scoreboard.errors import BadRequest, ScoreboardError, Unauthorized, Unprocessable
+from scoreboard.errors import BadRequest, ScoreboardError, Unprocessable
 from scoreboard.metrics import Metrics
 from scoreboard.model import StoredResponse
 from scoreboard.ratelimit import RateLimits
@@ -147,12 +148,7 @@ class ScoreRoutes:
     async def _authenticate(self, scope: Scope, authorization: str | None) -> Identity:
         client = scope.get("client")
         address = client[0] if client else "unknown"
-        await self._limits.check_auth_failures(address)
-        try:
-            return await self._verifier.verify(authorization)
-        except Unauthorized:
-            await self._limits.count_auth_failure(address)
-            raise
+        return await authenticate(self._verifier, self._limits, address, authorization)
 
     async def _answer(self, send: Send, response: StoredResponse, replayed: bool) -> None:
         self._metrics.update_accepted(replayed)

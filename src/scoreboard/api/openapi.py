@@ -6,6 +6,7 @@ description is written here from the same pydantic models the rest of the API us
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,6 +16,7 @@ from scoreboard.api.schemas import (
     ActionRequest,
     ActionTicket,
     Problem,
+    RevertRequest,
     ScoreEntry,
     ScoreResult,
     problem_responses,
@@ -30,6 +32,8 @@ def _json(ref: str, description: str, array: bool = False) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+USER_ID_PATTERN = "^[A-Za-z0-9_.:@|-]{1,128}$"
+
 # Written out: exactly one of two optional fields is beyond what a pydantic model says.
 SCORE_UPDATE: dict[str, Any] = {
     "title": "ScoreUpdate",
@@ -37,7 +41,7 @@ SCORE_UPDATE: dict[str, Any] = {
     "additionalProperties": False,
     "required": ["user_id"],
     "properties": {
-        "user_id": {"type": "string", "pattern": "^[A-Za-z0-9_.:@|-]{1,128}$"},
+        "user_id": {"type": "string", "pattern": USER_ID_PATTERN},
         "increment": {
             "type": "integer", "minimum": 1,
             "description": "1 to SCOREBOARD_MAX_INCREMENT (default 100); refused with 403 "
@@ -108,7 +112,7 @@ HOT_PATHS: dict[str, Any] = {
             },
             "responses": {
                 "201": _json("ActionTicket", "The ticket"),
-                **problem_responses(400, 401, 413, 415, 422, 429, 503),
+                **problem_responses(400, 401, 403, 413, 415, 422, 429, 503),
             },
         }
     },
@@ -127,7 +131,7 @@ HOT_PATHS: dict[str, Any] = {
             "security": [{"bearer": []}],
             "parameters": [{
                 "name": "Idempotency-Key", "in": "header", "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"},
             }],
             "requestBody": {
                 "required": True,
@@ -142,24 +146,41 @@ HOT_PATHS: dict[str, Any] = {
 }
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Make ``app.openapi()`` include the hot routes, computed once."""
+def install_openapi(app: FastAPI, max_increment: int, action_kinds: list[str]) -> None:
+    """Make ``app.openapi()`` include the hot routes and this server's limits, computed once."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (ScoreEntry, ScoreResult, Problem, ActionRequest, ActionTicket):
+            for model in (ScoreEntry, ScoreResult, Problem, ActionRequest, ActionTicket,
+                          RevertRequest):
                 schemas[model.__name__] = model.model_json_schema(
                     ref_template=_REF + "{model}", mode="serialization"
                 )
-            schemas["ScoreUpdate"] = SCORE_UPDATE
+            schemas["ScoreUpdate"] = copy.deepcopy(SCORE_UPDATE)
+            schemas["ScoreUpdate"]["properties"]["increment"]["maximum"] = max_increment
+            schemas["ActionRequest"]["properties"]["kind"]["enum"] = action_kinds
             schema["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             }
             schema["paths"] = {**HOT_PATHS, **schema["paths"]}
+            _tighten(schema["paths"])
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _tighten(paths: dict[str, Any]) -> None:
+    """Say what the framework cannot see: user id patterns, admin security, no 422 here."""
+    for path, item in paths.items():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "user_id" and parameter["in"] == "path":
+                    parameter["schema"] = {"type": "string", "pattern": USER_ID_PATTERN}
+            if path.startswith("/admin"):
+                operation["security"] = [{"bearer": []}]
+        if path == "/users/{user_id}":
+            item["get"]["responses"].pop("422", None)  # a plain string: nothing to validate

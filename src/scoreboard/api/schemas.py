@@ -35,6 +35,51 @@ class ScoreResult(BaseModel):
     rank: int = Field(ge=1)
 
 
+class LedgerRow(BaseModel):
+    id: int
+    delta: int
+    at: str = Field(description="RFC 3339")
+    source: str = Field(examples=["increment", "action:demo:Jx1a2b3c", "revert:root"])
+
+
+class EventRow(BaseModel):
+    at: str = Field(description="RFC 3339")
+    kind: str = Field(examples=["other_user", "flagged"])
+    detail: str
+
+
+class AdminUserView(BaseModel):
+    user_id: str
+    name: str
+    score: int = Field(ge=0)
+    rank: int | None = Field(description="null while banned or without a score")
+    banned: bool
+    flags: list[str]
+    ledger: list[LedgerRow] = Field(description="newest first, at most 100")
+    events: list[EventRow] = Field(description="newest first, at most 100")
+
+
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+
+
+class RevertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    since: str = Field(description="RFC 3339 with a zone", examples=["2026-11-27T10:00:00Z"],
+                       json_schema_extra={"format": "date-time"})
+
+
+class RevertResult(BaseModel):
+    user_id: str
+    score: int = Field(ge=0)
+    reverted: int = Field(ge=0, description="ledger entries undone")
+
+
+class SuspiciousUser(BaseModel):
+    user_id: str
+    reasons: list[str]
+    since: str = Field(description="RFC 3339")
+
+
 class Problem(BaseModel):
     type: str
     title: str
@@ -75,8 +120,10 @@ _DESCRIPTIONS = {
     410: "The action ticket has expired",
     413: "Body over 4 KiB",
     415: "Body is not application/json",
-    422: "A field is missing, extra, of the wrong type or out of range",
-    429: "Over the rate limit (see Retry-After), or too many live connections from this address",
+    422: "A field is missing, extra, of the wrong type or out of range; an unknown action "
+    "kind; an Idempotency-Key reused with another body",
+    429: "Over the rate limit (see Retry-After); too many failed authentications from this "
+    "address; or too many live connections from this address",
     431: "Request head over 16 KiB",
     503: "Storage unavailable (nothing was stored), or no room for another live connection",
 }
