@@ -152,7 +152,7 @@ def create_app(settings: Settings) -> Edge:
     signer = TokenSigner(settings) if settings.uses_dev_key else None
     api.include_router(page_router(load_assets(settings.uses_dev_key), signer))
     install_error_handlers(api)
-    install_openapi(api)
+    install_openapi(api, settings.max_increment, [kind.name for kind in settings.actions])
 
     app: ASGIApp = HotDispatch(hot, api)
     if settings.cors_origins:
