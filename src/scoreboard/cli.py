@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--ssl-certfile", help="PEM certificate chain: serve HTTPS")
     serve.add_argument("--ssl-keyfile", help="PEM private key for --ssl-certfile")
+    serve.add_argument("--self-signed", action="store_true",
+                       help="serve HTTPS with a self-signed certificate for localhost, made in "
+                            "(and reused from) the data directory")
 
     token = commands.add_parser("token", help="print a signed token for local use")
     token.add_argument("user_id")
@@ -46,9 +49,12 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from scoreboard.server import serve
 
+    if args.self_signed and (args.ssl_certfile or args.ssl_keyfile):
+        raise SettingsError("--self-signed cannot be combined with --ssl-certfile/--ssl-keyfile")
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise SettingsError("--ssl-certfile and --ssl-keyfile go together")
-    return serve(settings, args.host, args.port, args.ssl_certfile, args.ssl_keyfile)
+    return serve(settings, args.host, args.port, args.ssl_certfile, args.ssl_keyfile,
+                 self_signed=args.self_signed)
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,14 +5,26 @@ from __future__ import annotations
 import gc
 import socket
 import ssl
+import sys
 from types import FrameType
 
+import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
 from scoreboard.app import create_app
 from scoreboard.logs import configure_logging
 from scoreboard.settings import Settings
+from scoreboard.tls import self_signed_certificate
+from scoreboard.transport import receipt_protocol
+
+log = structlog.get_logger("scoreboard.server")
+
+# Connections (and requests in progress) past the live-stream cap before new requests
+# get 503: room for ordinary requests and idle keep-alive connections while every
+# stream slot is taken. See docs/operations.md, "Transport and slow clients".
+CONNECTION_MARGIN = 4096
+BACKLOG = 2048  # uvicorn's default, said out loud; the kernel caps it at net.core.somaxconn
 
 
 class Server(uvicorn.Server):
@@ -36,11 +48,19 @@ class Server(uvicorn.Server):
 
 
 def make_config(app: ASGIApp, host: str, port: int, certfile: str | None = None,
-                keyfile: str | None = None) -> uvicorn.Config:
+                keyfile: str | None = None, *, settings: Settings | None = None,
+                limit_concurrency: int | None = None) -> uvicorn.Config:
+    """uvicorn, configured. Without ``settings``, the defaults' receipt deadline and caps."""
+    settings = settings or Settings.from_env({})
+    if limit_concurrency is None:
+        limit_concurrency = settings.live_max + CONNECTION_MARGIN
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=receipt_protocol(settings.receipt_timeout),
+        limit_concurrency=limit_concurrency,
+        backlog=BACKLOG,
         log_level="warning",
         access_log=False,  # the app writes one structured line per request
         proxy_headers=False,  # client addresses are the peers'; see docs/operations.md
@@ -63,9 +83,16 @@ def make_config(app: ASGIApp, host: str, port: int, certfile: str | None = None,
 
 
 def serve(settings: Settings, host: str, port: int, certfile: str | None = None,
-          keyfile: str | None = None) -> int:
+          keyfile: str | None = None, self_signed: bool = False) -> int:
     configure_logging(settings.log_level)
-    config = make_config(create_app(settings), host, port, certfile, keyfile)
+    if self_signed:
+        cert_path, key_path, fingerprint = self_signed_certificate(settings.data_dir)
+        certfile, keyfile = str(cert_path), str(key_path)
+        log.warning("self_signed_certificate", certfile=certfile, sha256=fingerprint,
+                    detail="HTTPS for local use; clients must trust this certificate")
+        print(f"scoreboard: HTTPS with the self-signed certificate {certfile}\n"
+              f"scoreboard: its SHA-256 fingerprint is {fingerprint}", file=sys.stderr)
+    config = make_config(create_app(settings), host, port, certfile, keyfile, settings=settings)
     # Fewer, larger young-generation collections: the default (700 allocations) ran the
     # collector every few requests, and older-generation passes stalled writes.
     gc.set_threshold(50_000, 20, 100)

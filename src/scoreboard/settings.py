@@ -55,6 +55,7 @@ class Settings:
     require_action: bool = False
     log_level: str = "info"
     commit_queue_limit: int = 10_000
+    receipt_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         keys = [self.jwt_secret, self.jwt_public_key, self.jwt_jwks_url]
@@ -83,6 +84,11 @@ class Settings:
             )
         if self.live_max < 1 or self.live_max_per_address < 1:
             raise SettingsError("SCOREBOARD_LIVE_MAX and _LIVE_MAX_PER_ADDRESS must be positive")
+        if not 0 < self.receipt_timeout <= 3600:
+            raise SettingsError(
+                f"SCOREBOARD_RECEIPT_TIMEOUT must be more than 0 and at most 3600 seconds, "
+                f"got {self.receipt_timeout}"
+            )
         if self.jwt_max_ttl < 1:
             raise SettingsError(f"SCOREBOARD_JWT_MAX_TTL must be positive, got {self.jwt_max_ttl}")
         for name, value in (
@@ -146,6 +152,7 @@ class Settings:
             actions=load_actions(Path(actions)) if actions else (DEMO_ACTION,),
             require_action=_bool("SCOREBOARD_REQUIRE_ACTION", get("REQUIRE_ACTION"), False),
             log_level=(get("LOG_LEVEL") or "info").lower(),
+            receipt_timeout=_seconds("SCOREBOARD_RECEIPT_TIMEOUT", get("RECEIPT_TIMEOUT"), 10.0),
         )
 
 
@@ -159,6 +166,14 @@ def _int(name: str, value: str | None, default: int) -> int:
     if not re.fullmatch(r"[0-9]+", value):
         raise SettingsError(f"{name} must be a whole number, got {value!r}")
     return int(value)
+
+
+def _seconds(name: str, value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    if not re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", value):
+        raise SettingsError(f"{name} must be a number of seconds, got {value!r}")
+    return float(value)
 
 
 def _bool(name: str, value: str | None, default: bool) -> bool:

@@ -1,0 +1,235 @@
+"""The HTTP transport under the app: uvicorn's httptools protocol, with limits of our own.
+
+``ReceiptProtocol`` adds what uvicorn does not have:
+
+- a request-receipt deadline: a request (head and whole body) must arrive within
+  ``receipt_timeout`` seconds of its first byte, and the first request on a new
+  connection within ``receipt_timeout`` of the connection; otherwise the connection is
+  closed and ``request_timeout`` is logged. Idle time between requests on a
+  keep-alive connection is not counted (uvicorn's keep-alive timeout bounds it);
+- a cap on the request head as it arrives: httptools buffers a head of any size (a
+  1 MiB header line is held whole before anything sees it), so past ``HEAD_CAP``
+  bytes without the end of the head the connection gets ``431`` and is closed. Heads
+  that do end under the cap are measured exactly by the app (``api/edge.py``);
+- ``limit_concurrency`` answered like every other error (problem+json, ``nosniff``)
+  instead of uvicorn's plain-text ``503``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any, ClassVar
+
+import structlog
+from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from scoreboard.api.edge import MAX_HEAD_BYTES
+from scoreboard.api.problems import PROBLEM_TYPE, problem_body
+
+log = structlog.get_logger("scoreboard.transport")
+security_log = structlog.get_logger("scoreboard.security")
+
+# The app measures a complete head exactly (request target + header names and values);
+# the raw bytes also hold the request line's method and version, separators and
+# optional whitespace, so the cut on raw bytes sits a little above the app's limit.
+HEAD_CAP = MAX_HEAD_BYTES + 1024
+_EARLY = 0.005  # a timer may run up to this much before its time (millisecond clock)
+_OVERLOAD_LOG_INTERVAL = 10.0
+
+
+def _security_headers(scheme: str | None) -> list[bytes]:
+    lines = [
+        b"content-type: " + PROBLEM_TYPE.encode() + b"\r\n",
+        b"x-content-type-options: nosniff\r\n",
+        b"cache-control: no-store\r\n",
+        b"connection: close\r\n",
+    ]
+    if scheme == "https":
+        lines.append(b"strict-transport-security: max-age=63072000\r\n")
+    return lines
+
+
+_HEAD_TOO_LARGE = problem_body(431, f"the request head is over {MAX_HEAD_BYTES} bytes")
+_OVERLOADED = problem_body(503, "the server is at its connection limit; retry shortly")
+
+
+async def _overloaded(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    headers = [
+        (b"content-type", PROBLEM_TYPE.encode()),
+        (b"content-length", str(len(_OVERLOADED)).encode()),
+        (b"connection", b"close"),
+        (b"retry-after", b"1"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"cache-control", b"no-store"),
+    ]
+    if scope.get("scheme") == "https":
+        headers.append((b"strict-transport-security", b"max-age=63072000"))
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": _OVERLOADED, "more_body": False})
+
+
+class ReceiptProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a receipt deadline, a head cap and a connection
+    cap that answers problem+json.
+
+    The deadline costs no timer per request: a request's start is only recorded, and
+    one timer per connection, when it runs, either closes the connection or is set
+    again for the current request's deadline. A connection whose requests arrive
+    quickly sees that timer about once per ``receipt_timeout``.
+    """
+
+    receipt_timeout: ClassVar[float] = 10.0
+    _shed: ClassVar[int] = 0
+    _shed_logged: ClassVar[float] = float("-inf")
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # uvicorn's own check answers text/plain; ours answers a problem (see on_headers_complete).
+        limit, self.limit_concurrency = self.limit_concurrency, None
+        self._limit = limit if limit is not None else sys.maxsize
+        self._app = self.app
+        self._receiving = False  # between a request's first byte and its last
+        self._in_body = False  # between the end of its head and its last byte
+        self._since = 0.0  # when the request being received started (loop time)
+        self._head_bytes = 0  # bytes read while in a head (a bound, not an exact count)
+        self._done: Scope | None = None  # the last request received whole (or given up on)
+        self._timer: asyncio.TimerHandle | None = None
+
+    # The deadline
+
+    def _start(self) -> None:
+        self._receiving = True
+        self._since = self.loop.time()
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._since + self.receipt_timeout, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if not self._receiving or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:
+            # The server has stopped reading (a pipelined request waits for the response
+            # to the one before it): that wait is not the client's.
+            self._since = now
+        due = self._since + self.receipt_timeout
+        if now + _EARLY < due:
+            self._timer = self.loop.call_at(due, self._check)
+            return
+        log.warning("request_timeout", client=self.client[0] if self.client else None,
+                    phase="body" if self._in_body else "head", seconds=self.receipt_timeout)
+        self._receiving = False
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # a client that does not read would hold the close open
+
+    def _stop_timer(self) -> None:
+        self._receiving = False
+        self._done = self.scope
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start()  # a connection that never sends anything is bounded too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+    # The three methods below run for every request: they call the base class directly
+    # (cheaper than super()) and start the deadline inline; see docs/operations.md for
+    # what this costs per request.
+
+    def data_received(self, data: bytes) -> None:
+        if not self._receiving:  # the first byte of the next request
+            self._receiving = True
+            self._since = self.loop.time()
+            if self._timer is None:
+                self._timer = self.loop.call_at(self._since + self.receipt_timeout, self._check)
+        if self._in_body:
+            HttpToolsProtocol.data_received(self, data)
+        else:
+            self._head_bytes += len(data)
+            HttpToolsProtocol.data_received(self, data)
+            # Still in a head (none completed in this chunk) and past the cap: httptools
+            # would keep buffering it whole, so stop here.
+            if self._head_bytes > HEAD_CAP and not self._in_body and self._receiving:
+                self._refuse_head()
+        if not self._receiving and self.scope is not self._done:
+            self._start()  # the next request began in the same read as the last one ended
+
+    def _refuse_head(self) -> None:
+        if self.transport.is_closing():
+            return
+        security_log.warning("request_refused", reason="head_size", status=431,
+                             client=self.client[0] if self.client else None)
+        self._stop_timer()
+        # Not in the middle of an earlier (pipelined) response: that would corrupt it.
+        if self.cycle is None or self.cycle.response_complete:
+            lines = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+            lines += [name + b": " + value + b"\r\n"
+                      for name, value in self.server_state.default_headers]
+            lines += _security_headers(self.scheme)
+            lines.append(b"content-length: %d\r\n\r\n" % len(_HEAD_TOO_LARGE))
+            lines.append(_HEAD_TOO_LARGE)
+            self.transport.write(b"".join(lines))
+        self.transport.close()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._stop_timer()  # the transport now belongs to the WebSocket protocol
+        super().handle_websocket_upgrade()
+
+    # httptools callbacks
+
+    def on_headers_complete(self) -> None:
+        self._in_body = True
+        self._head_bytes = 0
+        # Connections only: a connection runs one request at a time, so requests in
+        # progress never outnumber connections by more than a few finishing tasks.
+        if len(self.connections) >= self._limit and not self.parser.should_upgrade():
+            self._note_shed()
+            self.app = _overloaded
+            try:
+                HttpToolsProtocol.on_headers_complete(self)
+            finally:
+                self.app = self._app
+            return
+        HttpToolsProtocol.on_headers_complete(self)
+
+    def on_message_complete(self) -> None:
+        self._receiving = False
+        self._in_body = False
+        self._head_bytes = 0
+        self._done = self.scope
+        HttpToolsProtocol.on_message_complete(self)
+
+    def _note_shed(self) -> None:
+        cls = ReceiptProtocol
+        cls._shed += 1
+        now = self.loop.time()
+        if now - cls._shed_logged >= _OVERLOAD_LOG_INTERVAL:
+            log.warning("overloaded", refused=cls._shed, limit=self._limit,
+                        connections=len(self.connections), tasks=len(self.tasks))
+            cls._shed = 0
+            cls._shed_logged = now
+
+
+def receipt_protocol(timeout: float) -> type[ReceiptProtocol]:
+    """``ReceiptProtocol`` with its deadline, for ``uvicorn.Config(http=...)``."""
+
+    class Configured(ReceiptProtocol):
+        receipt_timeout = timeout
+
+    return Configured
+
+
+# Self-signed certificate for local HTTPS
