@@ -66,9 +66,10 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Server]:
+async def running(settings: Settings, **config: Any) -> AsyncIterator[Server]:
+    """The server in this event loop, configured from ``settings`` (and uvicorn ``config``)."""
     app = create_app(settings)
-    server = ScoreboardServer(make_config(app, "127.0.0.1", 0))
+    server = ScoreboardServer(make_config(app, "127.0.0.1", 0, settings=settings, **config))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

@@ -28,12 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from structlog.testing import capture_logs
 
-from scoreboard.app import create_app
-from scoreboard.server import Server as ScoreboardServer
-from scoreboard.server import make_config
 from scoreboard.settings import Settings, SettingsError
 from scoreboard.tls import CERT_FILE, KEY_FILE, self_signed_certificate
-from tests.support import SECRET, ServerProcess, settings_for
+from tests.support import SECRET, ServerProcess, running, settings_for
 
 SLOWLORIS_DEADLINE = 2.0
 
@@ -41,20 +38,8 @@ SLOWLORIS_DEADLINE = 2.0
 @contextlib.asynccontextmanager
 async def serving(settings: Settings, **config: Any) -> AsyncIterator[int]:
     """The server in this event loop, configured from ``settings``; yields its port."""
-    server = ScoreboardServer(
-        make_config(create_app(settings), "127.0.0.1", 0, settings=settings, **config)
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the server stopped before it started")
-            await asyncio.sleep(0.005)
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await task
+    async with running(settings, **config) as server:
+        yield int(server.url.rsplit(":", 1)[1])
 
 
 async def wait_closed(reader: asyncio.StreamReader, timeout: float) -> float:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass
 
 MAX_TOTAL = 2**53 - 1  # exact in every JSON client, in a double and in Redis
 USER_ID = re.compile(r"[A-Za-z0-9_.:@|-]{1,128}")
+
+
+def rfc3339(ms: float) -> str:
+    """Unix milliseconds as an RFC 3339 UTC time, like ``2026-11-27T10:00:00.000Z``."""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def is_user_id(value: object) -> bool:

@@ -26,7 +26,7 @@ from scoreboard.api.schemas import (
 )
 from scoreboard.auth import Identity, TokenVerifier
 from scoreboard.errors import Forbidden, NotFound, Unprocessable
-from scoreboard.model import is_user_id
+from scoreboard.model import is_user_id, rfc3339
 from scoreboard.ratelimit import RateLimits
 from scoreboard.service import AdminView, ScoreService
 
@@ -97,7 +97,7 @@ async def suspicious(who: Admin, service: Service) -> JSONResponse:
     """Users flagged by detection, longest-flagged first."""
     await service.moderate(who.sub, "suspicious", "*")
     return JSONResponse([
-        {"user_id": user_id, "reasons": reasons, "since": _rfc3339(since * 1000)}
+        {"user_id": user_id, "reasons": reasons, "since": rfc3339(since * 1000)}
         for user_id, reasons, since in service.suspicious()
     ], headers=_NO_STORE)
 
@@ -125,10 +125,6 @@ def _moment(value: Any) -> int:
                         "bad_since")
 
 
-def _rfc3339(ms: float) -> str:
-    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 def _view(user_id: str, view: AdminView) -> JSONResponse:
     record = view.record
@@ -140,8 +136,8 @@ def _view(user_id: str, view: AdminView) -> JSONResponse:
         "rank": view.rank,
         "banned": record.banned,
         "flags": view.flags,
-        "ledger": [{"id": e.id, "delta": e.delta, "at": _rfc3339(e.at_ms), "source": e.source}
+        "ledger": [{"id": e.id, "delta": e.delta, "at": rfc3339(e.at_ms), "source": e.source}
                    for e in record.ledger],
-        "events": [{"at": _rfc3339(e.at_ms), "kind": e.kind, "detail": e.detail}
+        "events": [{"at": rfc3339(e.at_ms), "kind": e.kind, "detail": e.detail}
                    for e in record.events],
     }, headers=_NO_STORE)

@@ -8,7 +8,6 @@ JSON, fields, authorisation, then the update itself.
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
@@ -22,7 +21,7 @@ from scoreboard.api.authn import authenticate
 from scoreboard.auth import Identity, TokenVerifier
 from scoreboard.errors import BadRequest, ScoreboardError, Unprocessable
 from scoreboard.metrics import Metrics
-from scoreboard.model import StoredResponse
+from scoreboard.model import StoredResponse, rfc3339
 from scoreboard.ratelimit import RateLimits
 from scoreboard.service import ScoreService, fingerprint
 
@@ -130,7 +129,7 @@ class ScoreRoutes:
             raise
         await _send_json(send, 201, orjson.dumps({
             "action_id": ticket.id, "kind": ticket.kind, "points": ticket.points,
-            "not_before": _rfc3339(ticket.not_before_ms), "expires_at": _rfc3339(ticket.expires_ms),
+            "not_before": rfc3339(ticket.not_before_ms), "expires_at": rfc3339(ticket.expires_ms),
         }), [])
 
     def _refused(self, scope: Scope, event: str, who: Identity | None,
@@ -213,10 +212,6 @@ def _limit(query_string: bytes) -> int:
             limit = int(value)
     return limit
 
-
-def _rfc3339(ms: int) -> str:
-    moment = datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _etag_matches(if_none_match: str | None, etag: bytes) -> bool:
