@@ -151,3 +151,20 @@ class ServerProcess:
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text().splitlines()
+
+
+POSTGRES = os.environ.get("SCOREBOARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema() -> AsyncIterator[str]:
+    """A schema of its own in the test PostgreSQL, dropped afterwards: its URL."""
+    import psycopg
+
+    name = f"sb_{os.urandom(6).hex()}"
+    async with await psycopg.AsyncConnection.connect(POSTGRES, autocommit=True) as conn:
+        await conn.execute(f'CREATE SCHEMA "{name}"')
+        try:
+            yield f"{POSTGRES}?options=-csearch_path%3D{name}"
+        finally:
+            await conn.execute(f'DROP SCHEMA "{name}" CASCADE')

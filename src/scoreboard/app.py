@@ -35,6 +35,7 @@ from scoreboard.ranking.memory import MemoryRanking
 from scoreboard.ratelimit import RateLimits
 from scoreboard.service import ScoreService
 from scoreboard.settings import Settings
+from scoreboard.store.base import Store
 from scoreboard.store.sqlite import SQLiteStore
 
 log = structlog.get_logger("scoreboard.app")
@@ -69,9 +70,18 @@ class HotDispatch:
         await self._fallback(scope, receive, send)
 
 
+def make_store(settings: Settings) -> Store:
+    """The store the settings name: chosen here, once; nothing else asks which runs."""
+    if settings.uses_postgres:
+        from scoreboard.store.postgres import PostgresStore  # the driver loads only if chosen
+
+        return PostgresStore(settings.database_url)
+    return SQLiteStore(settings.sqlite_path)
+
+
 def create_app(settings: Settings) -> Edge:
     metrics = Metrics()
-    store = SQLiteStore(settings.sqlite_path)
+    store = make_store(settings)
     ranking = MemoryRanking()
     limits = RateLimits(settings.rate_limit_item, settings.auth_failure_limit_item)
     verifier = TokenVerifier(settings)
@@ -103,7 +113,7 @@ def create_app(settings: Settings) -> Edge:
             await broker.start()
             hub.start()
             await service.start()
-            log.info("started", database=settings.database_url, dev_key=settings.uses_dev_key,
+            log.info("started", database=settings.database_label, dev_key=settings.uses_dev_key,
                      algorithms=verifier.algorithms)
             if settings.uses_dev_key:
                 log.warning("development_key", detail="signing key generated in the data "

@@ -76,13 +76,13 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings) -> int:
-    from scoreboard.store.sqlite import SQLiteStore
+    from scoreboard.app import make_store
 
     async def run() -> None:
-        store = SQLiteStore(settings.sqlite_path)
+        store = make_store(settings)
         await store.open()
         await store.close()
 
     asyncio.run(run())
-    print(f"scoreboard: schema is up to date in {settings.database_url}")
+    print(f"scoreboard: schema is up to date in {settings.database_label}")
     return 0

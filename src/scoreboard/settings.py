@@ -96,10 +96,26 @@ class Settings:
             ("SCOREBOARD_AUTH_FAILURE_LIMIT", self.auth_failure_limit),
         ):
             _parse_limit(name, value)
-        if not self.database_url.startswith("sqlite:///") or self.sqlite_path == Path():
+        postgres = self.database_url.startswith(("postgresql://", "postgres://"))
+        sqlite = self.database_url.startswith("sqlite:///") and self.sqlite_path != Path()
+        if not (postgres or sqlite):
             raise SettingsError(
-                f"SCOREBOARD_DATABASE_URL must be sqlite:///path, got {self.database_url!r}"
+                "SCOREBOARD_DATABASE_URL must be sqlite:///path or postgresql://user@host/db, "
+                f"got {self.database_label!r}"
             )
+
+    @property
+    def uses_postgres(self) -> bool:
+        return not self.database_url.startswith("sqlite:")
+
+    @property
+    def database_label(self) -> str:
+        """The database URL without its password: safe to log and to show."""
+        parts = urlsplit(self.database_url)
+        if parts.password is None:
+            return self.database_url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
 
     @property
     def sqlite_path(self) -> Path:

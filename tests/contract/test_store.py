@@ -14,19 +14,30 @@ import pytest
 from scoreboard.errors import StoreUnavailable
 from scoreboard.model import MAX_TOTAL, SecurityEvent, StoredResponse, Ticket
 from scoreboard.store.base import Store
+from scoreboard.store.postgres import PostgresStore
 from scoreboard.store.sqlite import SQLiteStore
+from tests.support import postgres_schema
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend: Store = SQLiteStore(tmp_path / "contract.db")
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
+    if request.param == "sqlite":
+        backend: Store = SQLiteStore(tmp_path / "contract.db")
+        await backend.open()
+        try:
+            yield backend
+        finally:
+            await backend.close()
+        return
+    async with postgres_schema() as url:  # fails, never skips, without a PostgreSQL
+        backend = PostgresStore(url)
+        await backend.open()
+        try:
+            yield backend
+        finally:
+            await backend.close()
 
 
 async def test_add_accumulates_with_growing_seq(store: Store) -> None:

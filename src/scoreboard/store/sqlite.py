@@ -28,66 +28,9 @@ from scoreboard.model import (
     UserRecord,
     UserTotal,
 )
+from scoreboard.store import sql
 from scoreboard.store.base import Transaction
 from scoreboard.store.migrations import migrations
-
-_ADD_LEDGER = "INSERT INTO ledger (user_id, delta, at_ms, source) VALUES (?, ?, ?, ?)"
-# The WHERE refuses an update that would pass 2^53 - 1 (MAX_TOTAL): no row comes back.
-_ADD_TOTAL = """
-INSERT INTO totals (user_id, total, seq, reached_ms, name) VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT (user_id) DO UPDATE SET
-    total = totals.total + excluded.total,
-    seq = excluded.seq,
-    reached_ms = excluded.reached_ms,
-    name = coalesce(excluded.name, totals.name)
-WHERE totals.total + excluded.total BETWEEN 0 AND 9007199254740991
-RETURNING total, name
-"""
-_FIND_RESPONSE = "SELECT fingerprint, status, body FROM idempotency WHERE user_id = ? AND key = ?"
-_REMEMBER = (
-    "INSERT INTO idempotency (user_id, key, fingerprint, status, body, created_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-_ISSUE_TICKET = (
-    "INSERT INTO tickets (id, user_id, kind, points, created_ms, not_before_ms, expires_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_FIND_TICKET = (
-    "SELECT id, user_id, kind, points, not_before_ms, expires_ms, redeemed_ms "
-    "FROM tickets WHERE id = ?"
-)
-_REDEEM_TICKET = (
-    "UPDATE tickets SET redeemed_ms = ? WHERE id = ? AND redeemed_ms IS NULL RETURNING id"
-)
-_RECORD_EVENT = "INSERT INTO security_events (user_id, at_ms, kind, detail) VALUES (?, ?, ?, ?)"
-_AUDIT = "INSERT INTO audit (at_ms, admin, action, target, detail) VALUES (?, ?, ?, ?, ?)"
-_BAN = "INSERT INTO bans VALUES (?, ?, ?) ON CONFLICT (user_id) DO NOTHING RETURNING user_id"
-_TOTAL_OF = "SELECT user_id, total, seq, name FROM totals WHERE user_id = ?"
-_TO_REVERT = (
-    "SELECT id, delta FROM ledger WHERE user_id = ? AND at_ms >= ? AND reverted_by IS NULL "
-    "AND source NOT LIKE 'revert%' ORDER BY id"
-)
-_APPLY_REVERT = (
-    "UPDATE totals SET total = total + ?, seq = ?, reached_ms = ? WHERE user_id = ? "
-    "RETURNING total, name"
-)
-_LEDGER_OF = (
-    "SELECT id, delta, at_ms, source FROM ledger WHERE user_id = ? ORDER BY id DESC LIMIT ?"
-)
-_EVENTS_OF = (
-    "SELECT at_ms, kind, detail FROM security_events WHERE user_id = ? ORDER BY id DESC LIMIT ?"
-)
-_FLAGGED = (
-    "SELECT user_id, min(at_ms), 'flagged', group_concat(DISTINCT detail) "
-    "FROM security_events WHERE kind = 'flagged' GROUP BY user_id"
-)
-_FORGET_TICKETS = """
-DELETE FROM tickets WHERE id IN (SELECT id FROM tickets WHERE expires_ms < ? LIMIT ?)
-"""
-_FORGET = """
-DELETE FROM idempotency WHERE (user_id, key) IN
-    (SELECT user_id, key FROM idempotency WHERE created_ms < ? LIMIT ?)
-"""
 
 
 def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -109,17 +52,17 @@ class _SQLiteTransaction:
             raise StoreUnavailable() from exc
 
     async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
-        row = self._one(_FIND_RESPONSE, (user_id, key))
+        row = self._one(sql.FIND_RESPONSE, (user_id, key))
         return StoredResponse(row[0], row[1], row[2]) if row else None
 
     async def add(self, user_id: str, delta: int, name: str | None, source: str,
                   now_ms: int) -> UserTotal | None:
         try:
-            seq = self._conn.execute(_ADD_LEDGER, (user_id, delta, now_ms, source)).lastrowid
+            seq = self._conn.execute(sql.ADD_LEDGER, (user_id, delta, now_ms, source)).lastrowid
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
         assert seq is not None  # an INSERT into a rowid table always has one
-        row = self._one(_ADD_TOTAL, (user_id, delta, seq, now_ms, name))
+        row = self._one(sql.ADD_TOTAL, (user_id, delta, seq, now_ms, name))
         if row is None:  # would pass the cap: take the ledger entry back
             self._one("DELETE FROM ledger WHERE id = ?", (seq,))
             return None
@@ -127,23 +70,23 @@ class _SQLiteTransaction:
 
     async def remember(self, user_id: str, key: str, response: StoredResponse,
                        now_ms: int) -> None:
-        self._one(_REMEMBER, (user_id, key, response.fingerprint, response.status,
+        self._one(sql.REMEMBER, (user_id, key, response.fingerprint, response.status,
                               response.body, now_ms))
 
     async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None:
-        self._one(_ISSUE_TICKET, (ticket.id, ticket.user_id, ticket.kind, ticket.points, now_ms,
+        self._one(sql.ISSUE_TICKET, (ticket.id, ticket.user_id, ticket.kind, ticket.points, now_ms,
                                   ticket.not_before_ms, ticket.expires_ms))
 
     async def find_ticket(self, ticket_id: str) -> Ticket | None:
-        row = self._one(_FIND_TICKET, (ticket_id,))
+        row = self._one(sql.FIND_TICKET, (ticket_id,))
         return Ticket(*row) if row else None
 
     async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
-        return self._one(_REDEEM_TICKET, (now_ms, ticket_id)) is not None
+        return self._one(sql.REDEEM_TICKET, (now_ms, ticket_id)) is not None
 
     async def record_events(self, events: Sequence[SecurityEvent]) -> None:
         try:
-            self._conn.executemany(_RECORD_EVENT, [(e.user_id, e.at_ms, e.kind, e.detail)
+            self._conn.executemany(sql.RECORD_EVENT, [(e.user_id, e.at_ms, e.kind, e.detail)
                                                    for e in events])
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
@@ -151,46 +94,47 @@ class _SQLiteTransaction:
     async def audit(self, admin: str, action: str, target: str, detail: str,
                     now_ms: int) -> int:
         try:
-            audit_id = self._conn.execute(_AUDIT, (now_ms, admin, action, target, detail)).lastrowid
+            row = (now_ms, admin, action, target, detail)
+            audit_id = self._conn.execute(sql.AUDIT, row).lastrowid
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
         assert audit_id is not None  # an INSERT into a rowid table always has one
         return audit_id
 
     async def ban(self, user_id: str, by: str, now_ms: int) -> bool:
-        return self._one(_BAN, (user_id, now_ms, by)) is not None
+        return self._one(sql.BAN, (user_id, now_ms, by)) is not None
 
     async def unban(self, user_id: str) -> UserTotal | None:
         self._one("DELETE FROM bans WHERE user_id = ?", (user_id,))
-        row = self._one(_TOTAL_OF, (user_id,))
+        row = self._one(sql.TOTAL_OF, (user_id,))
         return UserTotal(*row) if row else None
 
     async def revert(self, user_id: str, since_ms: int, source: str,
                      now_ms: int) -> tuple[UserTotal | None, int]:
-        undo = self._conn.execute(_TO_REVERT, (user_id, since_ms)).fetchall()
+        undo = self._conn.execute(sql.TO_REVERT, (user_id, since_ms)).fetchall()
         delta = -sum(d for _, d in undo)
         if not undo or delta == 0:
-            row = self._one(_TOTAL_OF, (user_id,))
+            row = self._one(sql.TOTAL_OF, (user_id,))
             return (UserTotal(*row) if row else None), 0
         try:
-            seq = self._conn.execute(_ADD_LEDGER, (user_id, delta, now_ms, source)).lastrowid
+            seq = self._conn.execute(sql.ADD_LEDGER, (user_id, delta, now_ms, source)).lastrowid
             self._conn.executemany("UPDATE ledger SET reverted_by = ? WHERE id = ?",
                                    [(seq, entry_id) for entry_id, _ in undo])
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
         assert seq is not None  # an INSERT into a rowid table always has one
-        row = self._one(_APPLY_REVERT, (delta, seq, now_ms, user_id))
+        row = self._one(sql.APPLY_REVERT, (delta, seq, now_ms, user_id))
         return UserTotal(user_id, row[0], seq, row[1]), len(undo)
 
     async def forget_tickets(self, before_ms: int, limit: int) -> int:
         try:
-            return self._conn.execute(_FORGET_TICKETS, (before_ms, limit)).rowcount
+            return self._conn.execute(sql.FORGET_TICKETS, (before_ms, limit)).rowcount
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
 
     async def forget_responses(self, before_ms: int, limit: int) -> int:
         try:
-            return self._conn.execute(_FORGET, (before_ms, limit)).rowcount
+            return self._conn.execute(sql.FORGET, (before_ms, limit)).rowcount
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
 
@@ -229,7 +173,7 @@ class SQLiteStore:
 
     async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
         try:
-            row = self._read().execute(_FIND_RESPONSE, (user_id, key)).fetchone()
+            row = self._read().execute(sql.FIND_RESPONSE, (user_id, key)).fetchone()
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
         return StoredResponse(row[0], row[1], row[2]) if row else None
@@ -256,10 +200,10 @@ class SQLiteStore:
         return {row[0] for row in self._reads("SELECT user_id FROM bans", ())}
 
     async def user_record(self, user_id: str, limit: int) -> UserRecord:
-        total = self._reads(_TOTAL_OF, (user_id,))
+        total = self._reads(sql.TOTAL_OF, (user_id,))
         banned = self._reads("SELECT 1 FROM bans WHERE user_id = ?", (user_id,))
-        ledger = self._reads(_LEDGER_OF, (user_id, limit))
-        events = self._reads(_EVENTS_OF, (user_id, limit))
+        ledger = self._reads(sql.LEDGER_OF, (user_id, limit))
+        events = self._reads(sql.EVENTS_OF, (user_id, limit))
         return UserRecord(
             total=UserTotal(*total[0]) if total else None,
             banned=bool(banned),
@@ -268,7 +212,7 @@ class SQLiteStore:
         )
 
     async def flagged(self) -> list[SecurityEvent]:
-        return [SecurityEvent(*row) for row in self._reads(_FLAGGED, ())]
+        return [SecurityEvent(*row) for row in self._reads(sql.FLAGGED, ())]
 
     def _reads(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         try:

@@ -1,0 +1,238 @@
+"""PostgresStore: one PostgreSQL database for every instance (psycopg 3, a connection pool).
+
+The same statements as the SQLite store (``store/sql.py``), converted to psycopg's
+placeholders; a commit is durable when PostgreSQL says so (``synchronous_commit`` on,
+its default). The schema is created or upgraded at open, under an advisory lock so
+that instances starting together migrate once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from scoreboard.errors import StoreUnavailable
+from scoreboard.model import (
+    LedgerEntry,
+    SecurityEvent,
+    StoredResponse,
+    Ticket,
+    UserRecord,
+    UserTotal,
+)
+from scoreboard.store import sql
+from scoreboard.store.base import Transaction
+from scoreboard.store.migrations import migrations
+
+_ADD_LEDGER = sql.pyformat(sql.ADD_LEDGER) + " RETURNING id"
+_AUDIT = sql.pyformat(sql.AUDIT) + " RETURNING id"
+_FLAGGED = (
+    "SELECT user_id, min(at_ms), 'flagged', string_agg(DISTINCT detail, ',') "
+    "FROM security_events WHERE kind = 'flagged' GROUP BY user_id"
+)
+_HIGH_WATER = (
+    "SELECT (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_id_seq), "
+    "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM audit_id_seq)"
+)
+_TOTALS = (
+    "SELECT user_id, total, seq, name FROM totals "
+    "WHERE user_id NOT IN (SELECT user_id FROM bans)"
+)
+_MIGRATION_LOCK = 7_303_240_117  # any constant: the advisory lock all instances agree on
+
+Q = {name: sql.pyformat(getattr(sql, name)) for name in (
+    "ADD_TOTAL", "FIND_RESPONSE", "REMEMBER", "ISSUE_TICKET", "FIND_TICKET", "REDEEM_TICKET",
+    "RECORD_EVENT", "BAN", "TOTAL_OF", "TO_REVERT", "APPLY_REVERT", "LEDGER_OF", "EVENTS_OF",
+    "FORGET_TICKETS", "FORGET",
+)}
+
+
+class _PostgresTransaction:
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    async def _one(self, statement: str, params: tuple[Any, ...]) -> Any:
+        try:
+            cursor = await self._conn.execute(statement, params)
+            return await cursor.fetchone() if cursor.description else None
+        except psycopg.Error as exc:
+            raise StoreUnavailable() from exc
+
+    async def _count(self, statement: str, params: tuple[Any, ...]) -> int:
+        try:
+            return (await self._conn.execute(statement, params)).rowcount
+        except psycopg.Error as exc:
+            raise StoreUnavailable() from exc
+
+    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
+        row = await self._one(Q["FIND_RESPONSE"], (user_id, key))
+        return StoredResponse(row[0], row[1], bytes(row[2])) if row else None
+
+    async def add(self, user_id: str, delta: int, name: str | None, source: str,
+                  now_ms: int) -> UserTotal | None:
+        (seq,) = await self._one(_ADD_LEDGER, (user_id, delta, now_ms, source))
+        row = await self._one(Q["ADD_TOTAL"], (user_id, delta, seq, now_ms, name))
+        if row is None:  # would pass the cap: take the ledger entry back
+            await self._one("DELETE FROM ledger WHERE id = %s", (seq,))
+            return None
+        return UserTotal(user_id, row[0], seq, row[1])
+
+    async def remember(self, user_id: str, key: str, response: StoredResponse,
+                       now_ms: int) -> None:
+        await self._one(Q["REMEMBER"], (user_id, key, response.fingerprint, response.status,
+                                        response.body, now_ms))
+
+    async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None:
+        await self._one(Q["ISSUE_TICKET"], (ticket.id, ticket.user_id, ticket.kind,
+                                            ticket.points, now_ms, ticket.not_before_ms,
+                                            ticket.expires_ms))
+
+    async def find_ticket(self, ticket_id: str) -> Ticket | None:
+        row = await self._one(Q["FIND_TICKET"], (ticket_id,))
+        return Ticket(*row) if row else None
+
+    async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
+        return await self._one(Q["REDEEM_TICKET"], (now_ms, ticket_id)) is not None
+
+    async def record_events(self, events: Sequence[SecurityEvent]) -> None:
+        try:
+            async with self._conn.cursor() as cursor:
+                await cursor.executemany(Q["RECORD_EVENT"], [
+                    (e.user_id, e.at_ms, e.kind, e.detail) for e in events])
+        except psycopg.Error as exc:
+            raise StoreUnavailable() from exc
+
+    async def audit(self, admin: str, action: str, target: str, detail: str,
+                    now_ms: int) -> int:
+        (audit_id,) = await self._one(_AUDIT, (now_ms, admin, action, target, detail))
+        return int(audit_id)
+
+    async def ban(self, user_id: str, by: str, now_ms: int) -> bool:
+        return await self._one(Q["BAN"], (user_id, now_ms, by)) is not None
+
+    async def unban(self, user_id: str) -> UserTotal | None:
+        await self._one("DELETE FROM bans WHERE user_id = %s", (user_id,))
+        row = await self._one(Q["TOTAL_OF"], (user_id,))
+        return UserTotal(*row) if row else None
+
+    async def revert(self, user_id: str, since_ms: int, source: str,
+                     now_ms: int) -> tuple[UserTotal | None, int]:
+        try:
+            undo = await (await self._conn.execute(Q["TO_REVERT"], (user_id, since_ms))).fetchall()
+        except psycopg.Error as exc:
+            raise StoreUnavailable() from exc
+        delta = -sum(d for _, d in undo)
+        if not undo or delta == 0:
+            row = await self._one(Q["TOTAL_OF"], (user_id,))
+            return (UserTotal(*row) if row else None), 0
+        (seq,) = await self._one(_ADD_LEDGER, (user_id, delta, now_ms, source))
+        await self._one("UPDATE ledger SET reverted_by = %s WHERE id = ANY(%s)",
+                        (seq, [entry_id for entry_id, _ in undo]))
+        row = await self._one(Q["APPLY_REVERT"], (delta, seq, now_ms, user_id))
+        return UserTotal(user_id, row[0], seq, row[1]), len(undo)
+
+    async def forget_tickets(self, before_ms: int, limit: int) -> int:
+        return await self._count(Q["FORGET_TICKETS"], (before_ms, limit))
+
+    async def forget_responses(self, before_ms: int, limit: int) -> int:
+        return await self._count(Q["FORGET"], (before_ms, limit))
+
+
+class PostgresStore:
+    """The shared Store. Every instance of a deployment points at the same database."""
+
+    def __init__(self, url: str, pool_size: int = 4) -> None:
+        self._url = url
+        self._pool_size = pool_size
+        self._pool: psycopg_pool.AsyncConnectionPool | None = None
+
+    async def open(self) -> None:
+        pool = psycopg_pool.AsyncConnectionPool(
+            self._url, min_size=1, max_size=self._pool_size, open=False, timeout=5.0,
+            kwargs={"autocommit": True},
+        )
+        try:
+            await pool.open(wait=True, timeout=10.0)
+            self._pool = pool
+            await self._migrate()
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            await self.close()
+            await pool.close()
+            raise StoreUnavailable("cannot open the PostgreSQL database") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = None
+
+    async def _migrate(self) -> None:
+        steps = migrations("postgresql")
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS scoreboard_schema (version integer NOT NULL)")
+            row = await (await conn.execute("SELECT max(version) FROM scoreboard_schema")
+                         ).fetchone()
+            current = row[0] or 0 if row else 0
+            if current > len(steps):
+                raise StoreUnavailable(
+                    f"the database is at schema version {current}, newer than this "
+                    f"scoreboard knows ({len(steps)})")
+            for step in steps[current:]:
+                await conn.execute(step.sql)
+                await conn.execute("INSERT INTO scoreboard_schema VALUES (%s)", (step.version,))
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._pool is None:
+            raise StoreUnavailable("the store is closed")
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise StoreUnavailable() from exc
+
+    async def _rows(self, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        async with self._connection() as conn:
+            return await (await conn.execute(statement, params)).fetchall()
+
+    async def ping(self) -> None:
+        await self._rows("SELECT 1")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._connection() as conn, conn.transaction():
+            yield _PostgresTransaction(conn)
+
+    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
+        rows = await self._rows(Q["FIND_RESPONSE"], (user_id, key))
+        return StoredResponse(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+
+    async def totals(self) -> list[UserTotal]:
+        return [UserTotal(*row) for row in await self._rows(_TOTALS)]
+
+    async def banned(self) -> set[str]:
+        return {row[0] for row in await self._rows("SELECT user_id FROM bans")}
+
+    async def high_water(self) -> tuple[int, int]:
+        ((ledger, audit),) = await self._rows(_HIGH_WATER)
+        return int(ledger), int(audit)
+
+    async def user_record(self, user_id: str, limit: int) -> UserRecord:
+        total = await self._rows(Q["TOTAL_OF"], (user_id,))
+        banned = await self._rows("SELECT 1 FROM bans WHERE user_id = %s", (user_id,))
+        ledger = await self._rows(Q["LEDGER_OF"], (user_id, limit))
+        events = await self._rows(Q["EVENTS_OF"], (user_id, limit))
+        return UserRecord(
+            total=UserTotal(*total[0]) if total else None,
+            banned=bool(banned),
+            ledger=[LedgerEntry(*row) for row in ledger],
+            events=[SecurityEvent(user_id, *row) for row in events],
+        )
+
+    async def flagged(self) -> list[SecurityEvent]:
+        return [SecurityEvent(*row) for row in await self._rows(_FLAGGED)]

@@ -1,0 +1,67 @@
+"""The statements both stores run, in qmark style (``?``); PostgreSQL converts them.
+
+What the dialects write differently lives in each store's own module.
+"""
+
+ADD_LEDGER = "INSERT INTO ledger (user_id, delta, at_ms, source) VALUES (?, ?, ?, ?)"
+# The WHERE refuses an update that would pass 2^53 - 1 (MAX_TOTAL): no row comes back.
+ADD_TOTAL = """
+INSERT INTO totals (user_id, total, seq, reached_ms, name) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (user_id) DO UPDATE SET
+    total = totals.total + excluded.total,
+    seq = excluded.seq,
+    reached_ms = excluded.reached_ms,
+    name = coalesce(excluded.name, totals.name)
+WHERE totals.total + excluded.total BETWEEN 0 AND 9007199254740991
+RETURNING total, name
+"""
+FIND_RESPONSE = "SELECT fingerprint, status, body FROM idempotency WHERE user_id = ? AND key = ?"
+REMEMBER = (
+    "INSERT INTO idempotency (user_id, key, fingerprint, status, body, created_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+ISSUE_TICKET = (
+    "INSERT INTO tickets (id, user_id, kind, points, created_ms, not_before_ms, expires_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+FIND_TICKET = (
+    "SELECT id, user_id, kind, points, not_before_ms, expires_ms, redeemed_ms "
+    "FROM tickets WHERE id = ?"
+)
+REDEEM_TICKET = (
+    "UPDATE tickets SET redeemed_ms = ? WHERE id = ? AND redeemed_ms IS NULL RETURNING id"
+)
+RECORD_EVENT = "INSERT INTO security_events (user_id, at_ms, kind, detail) VALUES (?, ?, ?, ?)"
+AUDIT = "INSERT INTO audit (at_ms, admin, action, target, detail) VALUES (?, ?, ?, ?, ?)"
+BAN = "INSERT INTO bans VALUES (?, ?, ?) ON CONFLICT (user_id) DO NOTHING RETURNING user_id"
+TOTAL_OF = "SELECT user_id, total, seq, name FROM totals WHERE user_id = ?"
+TO_REVERT = (
+    "SELECT id, delta FROM ledger WHERE user_id = ? AND at_ms >= ? AND reverted_by IS NULL "
+    "AND source NOT LIKE 'revert%' ORDER BY id"
+)
+APPLY_REVERT = (
+    "UPDATE totals SET total = total + ?, seq = ?, reached_ms = ? WHERE user_id = ? "
+    "RETURNING total, name"
+)
+LEDGER_OF = (
+    "SELECT id, delta, at_ms, source FROM ledger WHERE user_id = ? ORDER BY id DESC LIMIT ?"
+)
+EVENTS_OF = (
+    "SELECT at_ms, kind, detail FROM security_events WHERE user_id = ? ORDER BY id DESC LIMIT ?"
+)
+FLAGGED = (  # SQLite's group_concat; PostgreSQL says string_agg
+    "SELECT user_id, min(at_ms), 'flagged', group_concat(DISTINCT detail) "
+    "FROM security_events WHERE kind = 'flagged' GROUP BY user_id"
+)
+FORGET_TICKETS = """
+DELETE FROM tickets WHERE id IN (SELECT id FROM tickets WHERE expires_ms < ? LIMIT ?)
+"""
+FORGET = """
+DELETE FROM idempotency WHERE (user_id, key) IN
+    (SELECT user_id, key FROM idempotency WHERE created_ms < ? LIMIT ?)
+"""
+
+
+def pyformat(statement: str) -> str:
+    """A qmark statement for psycopg: ``?`` -> ``%s``, a literal ``%`` -> ``%%``."""
+    return statement.replace("%", "%%").replace("?", "%s")
