@@ -25,12 +25,24 @@ from scoreboard.detection import Detector
 from scoreboard.errors import (
     Conflict,
     Forbidden,
-    Gone,
     NotFound,
     ScoreboardError,
     Unprocessable,
 )
 from scoreboard.groupcommit import GroupCommitter
+from scoreboard.jobs import (
+    EventBatch,
+    Job,
+    Moderated,
+    Moderation,
+    Outcome,
+    ScoreUpdate,
+    TicketRequest,
+    UpdateResult,
+    moderate,
+    redeem,
+    replay_or_mismatch,
+)
 from scoreboard.model import (
     MAX_TOTAL,
     ActionKind,
@@ -62,63 +74,10 @@ class Board:
 
 
 @dataclass(frozen=True, slots=True)
-class ScoreUpdate:
-    sub: str
-    user_id: str
-    delta: int  # 0 when the points come from the ticket
-    name: str | None
-    key: str | None
-    fingerprint: str
-    source: str
-    action_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TicketRequest:
-    ticket: Ticket
-
-
-@dataclass(frozen=True, slots=True)
-class Moderation:
-    """An administrator's action, audited in the same transaction as its effect."""
-
-    admin: str
-    action: str  # view, ban, unban, revert, suspicious
-    user_id: str
-    since_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Moderated:
-    action: str
-    user_id: str
-    total: UserTotal | None
-    audit_id: int
-    reverted: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class EventBatch:
-    events: tuple[SecurityEvent, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateResult:
-    response: StoredResponse
-    total: UserTotal | None  # None for a replay
-    replayed: bool = False
-    points: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class AdminView:
     record: UserRecord
     rank: int | None
     flags: list[str]
-
-
-Job = ScoreUpdate | TicketRequest | Moderation | EventBatch
-Outcome = UpdateResult | Ticket | Moderated | None
 
 
 def fingerprint(canonical_body: str) -> str:
@@ -250,7 +209,7 @@ class ScoreService:
                 await tx.issue_ticket(job.ticket, now_ms)
                 results.append(job.ticket)
             elif isinstance(job, Moderation):
-                results.append(await _moderate(tx, job, banning, now_ms))
+                results.append(await moderate(tx, job, banning, now_ms))
             else:
                 await tx.record_events(job.events)
                 results.append(None)
@@ -266,12 +225,12 @@ class ScoreService:
         if u.key is not None:
             earlier = await tx.find_response(u.sub, u.key)
             if earlier is not None:
-                return _replay_or_mismatch(earlier, u.fingerprint)
+                return replay_or_mismatch(earlier, u.fingerprint)
         if u.user_id in self._banned or u.user_id in banning:
             return Forbidden("this user is banned", "banned")
         delta, source = u.delta, u.source
         if u.action_id is not None:
-            redeemed = await _redeem(tx, u.action_id, u.user_id, now_ms)
+            redeemed = await redeem(tx, u.action_id, u.user_id, now_ms)
             if isinstance(redeemed, ScoreboardError):
                 return redeemed
             delta, source = redeemed.points, f"action:{redeemed.kind}:{redeemed.id[:8]}"
@@ -374,47 +333,3 @@ class ScoreService:
 
     async def ready(self) -> None:
         await self._store.ping()
-
-
-async def _redeem(tx: Transaction, action_id: str, user_id: str,
-                  now_ms: int) -> Ticket | ScoreboardError:
-    """Take the ticket's points exactly once, inside the update's own transaction."""
-    ticket = await tx.find_ticket(action_id)
-    if ticket is None:
-        return NotFound("no such action ticket", "unknown_ticket")
-    if ticket.user_id != user_id:
-        return Forbidden("this ticket was issued to another user", "ticket_not_yours")
-    if ticket.redeemed_ms is not None:
-        return Conflict("this ticket was already redeemed", "ticket_redeemed")
-    if now_ms < ticket.not_before_ms:
-        return Conflict("this action was completed too fast", "ticket_too_early")
-    if now_ms >= ticket.expires_ms:
-        return Gone("this ticket has expired", "ticket_expired")
-    if not await tx.redeem_ticket(action_id, now_ms):
-        return Conflict("this ticket was already redeemed", "ticket_redeemed")
-    return ticket
-
-
-async def _moderate(tx: Transaction, job: Moderation, banning: set[str],
-                    now_ms: int) -> Moderated:
-    total: UserTotal | None = None
-    reverted = 0
-    detail = ""
-    if job.action == "ban":
-        detail = "banned" if await tx.ban(job.user_id, job.admin, now_ms) else "already banned"
-        banning.add(job.user_id)
-    elif job.action == "unban":
-        total = await tx.unban(job.user_id)
-        banning.discard(job.user_id)
-    elif job.action == "revert":
-        total, reverted = await tx.revert(job.user_id, job.since_ms, f"revert:{job.admin}",
-                                          now_ms)
-        detail = f"since_ms={job.since_ms} reverted={reverted}"
-    audit_id = await tx.audit(job.admin, job.action, job.user_id, detail, now_ms)
-    return Moderated(job.action, job.user_id, total, audit_id, reverted)
-
-
-def _replay_or_mismatch(earlier: StoredResponse, fingerprint: str) -> UpdateResult | Unprocessable:
-    if earlier.fingerprint != fingerprint:
-        return Unprocessable("this Idempotency-Key was used with a different body", "key_reused")
-    return UpdateResult(earlier, None, replayed=True)
