@@ -17,7 +17,6 @@ import psycopg_pool
 
 from scoreboard.errors import StoreUnavailable
 from scoreboard.model import (
-    LedgerEntry,
     SecurityEvent,
     StoredResponse,
     Ticket,
@@ -47,7 +46,7 @@ _MIGRATION_LOCK = 7_303_240_117  # any constant: the advisory lock all instances
 Q = {name: sql.pyformat(getattr(sql, name)) for name in (
     "ADD_TOTAL", "FIND_RESPONSE", "REMEMBER", "ISSUE_TICKET", "FIND_TICKET", "REDEEM_TICKET",
     "RECORD_EVENT", "BAN", "TOTAL_OF", "TO_REVERT", "APPLY_REVERT", "LEDGER_OF", "EVENTS_OF",
-    "FORGET_TICKETS", "FORGET",
+    "FORGET_TICKETS", "FORGET", "IS_BANNED",
 )}
 
 
@@ -223,15 +222,12 @@ class PostgresStore:
         return int(ledger), int(audit)
 
     async def user_record(self, user_id: str, limit: int) -> UserRecord:
-        total = await self._rows(Q["TOTAL_OF"], (user_id,))
-        banned = await self._rows("SELECT 1 FROM bans WHERE user_id = %s", (user_id,))
-        ledger = await self._rows(Q["LEDGER_OF"], (user_id, limit))
-        events = await self._rows(Q["EVENTS_OF"], (user_id, limit))
-        return UserRecord(
-            total=UserTotal(*total[0]) if total else None,
-            banned=bool(banned),
-            ledger=[LedgerEntry(*row) for row in ledger],
-            events=[SecurityEvent(user_id, *row) for row in events],
+        return sql.user_record(
+            user_id,
+            await self._rows(Q["TOTAL_OF"], (user_id,)),
+            await self._rows(Q["IS_BANNED"], (user_id,)),
+            await self._rows(Q["LEDGER_OF"], (user_id, limit)),
+            await self._rows(Q["EVENTS_OF"], (user_id, limit)),
         )
 
     async def flagged(self) -> list[SecurityEvent]:

@@ -3,6 +3,12 @@
 What the dialects write differently lives in each store's own module.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+from scoreboard.model import LedgerEntry, SecurityEvent, UserRecord, UserTotal
+
 ADD_LEDGER = "INSERT INTO ledger (user_id, delta, at_ms, source) VALUES (?, ?, ?, ?)"
 # The WHERE refuses an update that would pass 2^53 - 1 (MAX_TOTAL): no row comes back.
 ADD_TOTAL = """
@@ -60,6 +66,20 @@ FORGET = """
 DELETE FROM idempotency WHERE (user_id, key) IN
     (SELECT user_id, key FROM idempotency WHERE created_ms < ? LIMIT ?)
 """
+
+
+IS_BANNED = "SELECT 1 FROM bans WHERE user_id = ?"
+
+
+def user_record(user_id: str, total: list[Any], banned: list[Any], ledger: list[Any],
+                events: list[Any]) -> UserRecord:
+    """The rows of TOTAL_OF, IS_BANNED, LEDGER_OF and EVENTS_OF, as one record."""
+    return UserRecord(
+        total=UserTotal(*total[0]) if total else None,
+        banned=bool(banned),
+        ledger=[LedgerEntry(*row) for row in ledger],
+        events=[SecurityEvent(user_id, *row) for row in events],
+    )
 
 
 def pyformat(statement: str) -> str:

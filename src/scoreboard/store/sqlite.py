@@ -21,7 +21,6 @@ from typing import Any
 
 from scoreboard.errors import StoreUnavailable
 from scoreboard.model import (
-    LedgerEntry,
     SecurityEvent,
     StoredResponse,
     Ticket,
@@ -200,15 +199,12 @@ class SQLiteStore:
         return {row[0] for row in self._reads("SELECT user_id FROM bans", ())}
 
     async def user_record(self, user_id: str, limit: int) -> UserRecord:
-        total = self._reads(sql.TOTAL_OF, (user_id,))
-        banned = self._reads("SELECT 1 FROM bans WHERE user_id = ?", (user_id,))
-        ledger = self._reads(sql.LEDGER_OF, (user_id, limit))
-        events = self._reads(sql.EVENTS_OF, (user_id, limit))
-        return UserRecord(
-            total=UserTotal(*total[0]) if total else None,
-            banned=bool(banned),
-            ledger=[LedgerEntry(*row) for row in ledger],
-            events=[SecurityEvent(user_id, *row) for row in events],
+        return sql.user_record(
+            user_id,
+            self._reads(sql.TOTAL_OF, (user_id,)),
+            self._reads(sql.IS_BANNED, (user_id,)),
+            self._reads(sql.LEDGER_OF, (user_id, limit)),
+            self._reads(sql.EVENTS_OF, (user_id, limit)),
         )
 
     async def flagged(self) -> list[SecurityEvent]:
