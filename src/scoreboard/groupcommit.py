@@ -109,7 +109,12 @@ class GroupCommitter(Generic[J, R]):
                     future.set_exception(failure)
             return
         self._observe_batch(len(batch))
-        await self._after_commit(results)
+        try:
+            await self._after_commit(results)
+        except Exception:
+            # The batch is committed: its callers get their answers whatever happened to
+            # the caches after it (the ranking is rebuilt from the store when it is lost).
+            log.exception("after_commit_failed", batch=len(batch))
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the caller went away; the job is committed all the same
                 continue

@@ -119,3 +119,29 @@ async def test_group_commit_fails_the_whole_batch_on_a_store_error(tmp_path: Pat
     assert (await committer.submit(0)).total == 1
     await committer.stop()
     await store.close()
+
+
+async def test_a_failure_after_the_commit_still_answers_and_keeps_the_writer(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    calls = 0
+
+    async def work(tx, jobs):  # type: ignore[no-untyped-def]
+        return [await tx.add("u", 1, None, "s", 0) for _ in jobs]
+
+    async def after(results):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the cache went away")
+
+    committer = GroupCommitter(store, work, after)
+    committer.start()
+    try:
+        assert (await committer.submit(0)).total == 1  # committed: answered
+        assert (await committer.submit(0)).total == 2  # and the writer lives on
+    finally:
+        await committer.stop()
+        await store.close()
