@@ -2,7 +2,8 @@
 
     Edge (ids, limits, headers, log, metrics)
       -> CORS (only when origins are configured)
-        -> HotDispatch: GET /scores, POST /score  (plain ASGI)
+        -> HotDispatch: GET /scores, POST /score, POST /actions, GET /scores/stream
+           (plain ASGI)
           -> FastAPI: everything else, 404 / 405 with Allow, /docs, /openapi.json
 """
 

@@ -1,7 +1,10 @@
 """The score update flow, independent of HTTP.
 
-    authorise -> (idempotency) -> group commit: store.add + remember response
-              -> ranking.apply -> board cache refreshed -> answer
+    authorise -> (idempotency) -> group commit: [redeem ticket] + store.add + remember
+              -> ranking.apply -> board cache refreshed -> snapshot to the broker -> answer
+
+Tickets, bans, reverts, audit records and security events are jobs of the same
+writer (``jobs.py``); detection watches accepted points and refusals.
 
 The HTTP layer decides the order of checks that involve the request itself (size,
 token, media type, JSON); everything about scores happens here.
