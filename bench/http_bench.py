@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 from procs import free_port, stop, token, wait_until_up
 
@@ -77,6 +78,7 @@ class Env:
     secret: str
     server_port: int
     nginx_port: int
+    database_url: str | None = None  # None: the embedded SQLite in the temp dir
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -108,6 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="POST requests (user, token, key) to pre-generate; more are made if needed",
     )
     parser.add_argument("--quick", action="store_true", help="2-second runs, a smoke check")
+    parser.add_argument(
+        "--postgres", metavar="URL",
+        help="store in this PostgreSQL (a fresh schema, dropped afterwards) instead of SQLite",
+    )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, db)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write JSON")
     args = parser.parse_args(argv)
@@ -143,6 +149,8 @@ def start_server(env: Env) -> None:
         "SCOREBOARD_JWT_SECRET": env.secret,
         "SCOREBOARD_RATE_LIMIT": "1000000/minute",  # every request is a new user anyway
     }
+    if env.database_url:
+        child_env["SCOREBOARD_DATABASE_URL"] = env.database_url
     cmd = [
         "taskset", "-c", "0", str(ROOT / ".venv/bin/scoreboard"),
         "serve", "--host", "127.0.0.1", "--port", str(env.server_port),
@@ -195,14 +203,22 @@ http {{
 
 
 @contextmanager
-def bench_env(keep_tmp: bool) -> Iterator[Env]:
+def bench_env(keep_tmp: bool, postgres: str | None = None) -> Iterator[Env]:
     tmp = Path(tempfile.mkdtemp(prefix="scoreboard-bench-"))
     env = Env(tmp, secrets.token_urlsafe(36), free_port(), free_port())
+    schema = f"bench_{secrets.token_hex(4)}"
+    if postgres:  # a fresh schema of its own, dropped at the end
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        env.database_url = f"{postgres}?options=-csearch_path%3D{schema}"
     try:
         yield env
     finally:
         for proc in reversed(env.processes):
             stop(proc)
+        if postgres:
+            with psycopg.connect(postgres, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         if keep_tmp:
             print(f"kept {tmp}")
         else:
@@ -332,9 +348,10 @@ def check_post(
     problems = []
     if outcomes.get("replayed", 0):
         problems.append(f"{outcomes['replayed']} replays: an Idempotency-Key was sent twice")
-    # Each connection has at most one request in flight when wrk stops counting.
+    # Each connection has at most one request in flight when wrk stops counting, in the
+    # measured run and in the warm-up before it (a slow server answers those late).
     extra = outcomes.get("accepted", 0) - post.statuses.get("200", 0)
-    if not 0 <= extra <= connections:
+    if not 0 <= extra <= 2 * connections:
         problems.append(f"server accepted {extra:+d} updates vs the 200s wrk saw")
     board = httpx.get(f"{env.server_url}/scores", params={"limit": 100}).json()
     bench_rows = [row for row in board if not row["user_id"].startswith("seed")]
@@ -408,7 +425,7 @@ def write_json(path: Path, summary: dict[str, object], args: argparse.Namespace)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_tools()
-    with bench_env(args.keep_tmp) as env:
+    with bench_env(args.keep_tmp, args.postgres) as env:
         start_server(env)
         seed_board(env)
         top10 = httpx.get(f"{env.server_url}/scores").content
