@@ -8,6 +8,7 @@ inline script or style, connections only to this origin, no framing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -53,31 +54,23 @@ def load_assets(dev_key: bool) -> dict[str, Asset]:
 def page_router(assets: dict[str, Asset], signer: TokenSigner | None) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
-    def serve(name: str, request: Request) -> Response:
+    def serving(name: str) -> Callable[[Request], Awaitable[Response]]:
         asset = assets[name]
         headers = {"etag": asset.etag, "cache-control": "no-cache"}
         if name == "index.html":
             headers |= {"content-security-policy": PAGE_CSP, "x-frame-options": "DENY",
                         "referrer-policy": "no-referrer"}
-        if request.headers.get("if-none-match") == asset.etag:
-            return Response(status_code=304, headers=headers)
-        return Response(asset.body, media_type=asset.media_type, headers=headers)
 
-    @router.get("/")
-    async def page(request: Request) -> Response:
-        return serve("index.html", request)
+        async def serve(request: Request) -> Response:
+            if request.headers.get("if-none-match") == asset.etag:
+                return Response(status_code=304, headers=headers)
+            return Response(asset.body, media_type=asset.media_type, headers=headers)
 
-    @router.get("/static/app.js")
-    async def script(request: Request) -> Response:
-        return serve("app.js", request)
+        return serve
 
-    @router.get("/static/app.css")
-    async def style(request: Request) -> Response:
-        return serve("app.css", request)
-
-    @router.get("/static/icon.svg")
-    async def icon(request: Request) -> Response:
-        return serve("icon.svg", request)
+    for name in _TYPES:
+        path = "/" if name == "index.html" else f"/static/{name}"
+        router.add_api_route(path, serving(name), methods=["GET"])
 
     if signer is not None:
         @router.post("/dev/token")
