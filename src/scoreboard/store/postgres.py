@@ -29,6 +29,26 @@ from scoreboard.store.migrations import migrations
 
 _ADD_LEDGER = sql.pyformat(sql.ADD_LEDGER) + " RETURNING id"
 _AUDIT = sql.pyformat(sql.AUDIT) + " RETURNING id"
+# The ledger entry and the new total in one round trip (the two statements of the SQLite
+# store, sql.ADD_LEDGER then sql.ADD_TOTAL, as one): a batch waits on the network
+# once per update for this instead of twice. No total comes back past the cap.
+_ADD = """
+WITH entry AS (
+    INSERT INTO ledger (user_id, delta, at_ms, source)
+    VALUES (%(user)s, %(delta)s::bigint, %(at)s::bigint, %(source)s) RETURNING id
+), total AS (
+    INSERT INTO totals (user_id, total, seq, reached_ms, name)
+    SELECT %(user)s, %(delta)s::bigint, entry.id, %(at)s::bigint, %(name)s::text FROM entry
+    ON CONFLICT (user_id) DO UPDATE SET
+        total = totals.total + excluded.total,
+        seq = excluded.seq,
+        reached_ms = excluded.reached_ms,
+        name = coalesce(excluded.name, totals.name)
+    WHERE totals.total + excluded.total BETWEEN 0 AND 9007199254740991
+    RETURNING total, name
+)
+SELECT entry.id, total.total, total.name FROM entry LEFT JOIN total ON true
+"""
 _FLAGGED = (
     "SELECT user_id, min(at_ms), 'flagged', string_agg(DISTINCT detail, ',') "
     "FROM security_events WHERE kind = 'flagged' GROUP BY user_id"
@@ -44,7 +64,7 @@ _TOTALS = (
 _MIGRATION_LOCK = 7_303_240_117  # any constant: the advisory lock all instances agree on
 
 Q = {name: sql.pyformat(getattr(sql, name)) for name in (
-    "ADD_TOTAL", "FIND_RESPONSE", "REMEMBER", "ISSUE_TICKET", "FIND_TICKET", "REDEEM_TICKET",
+    "FIND_RESPONSE", "REMEMBER", "ISSUE_TICKET", "FIND_TICKET", "REDEEM_TICKET",
     "RECORD_EVENT", "BAN", "TOTAL_OF", "TO_REVERT", "APPLY_REVERT", "LEDGER_OF", "EVENTS_OF",
     "FORGET_TICKETS", "FORGET", "IS_BANNED",
 )}
@@ -54,7 +74,7 @@ class _PostgresTransaction:
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._conn = conn
 
-    async def _one(self, statement: str, params: tuple[Any, ...]) -> Any:
+    async def _one(self, statement: str, params: tuple[Any, ...] | dict[str, Any]) -> Any:
         try:
             cursor = await self._conn.execute(statement, params)
             return await cursor.fetchone() if cursor.description else None
@@ -73,12 +93,12 @@ class _PostgresTransaction:
 
     async def add(self, user_id: str, delta: int, name: str | None, source: str,
                   now_ms: int) -> UserTotal | None:
-        (seq,) = await self._one(_ADD_LEDGER, (user_id, delta, now_ms, source))
-        row = await self._one(Q["ADD_TOTAL"], (user_id, delta, seq, now_ms, name))
-        if row is None:  # would pass the cap: take the ledger entry back
+        seq, total, stored_name = await self._one(_ADD, {
+            "user": user_id, "delta": delta, "at": now_ms, "source": source, "name": name})
+        if total is None:  # would pass the cap: take the ledger entry back
             await self._one("DELETE FROM ledger WHERE id = %s", (seq,))
             return None
-        return UserTotal(user_id, row[0], seq, row[1])
+        return UserTotal(user_id, total, seq, stored_name)
 
     async def remember(self, user_id: str, key: str, response: StoredResponse,
                        now_ms: int) -> None:
