@@ -75,17 +75,27 @@ class _PostgresTransaction:
         self._conn = conn
 
     async def _one(self, statement: str, params: tuple[Any, ...] | dict[str, Any]) -> Any:
+        """Run a statement that returns rows and wait for its first (None when none)."""
         try:
             cursor = await self._conn.execute(statement, params)
-            return await cursor.fetchone() if cursor.description else None
+            return await cursor.fetchone()
+        except psycopg.Error as exc:
+            raise StoreUnavailable() from exc
+
+    async def _send(self, statement: str, params: tuple[Any, ...]) -> None:
+        """Queue a statement whose result nobody needs: in pipeline mode it travels with
+        the next statement that waits, or with the commit. Its errors surface there."""
+        try:
+            await self._conn.execute(statement, params)
         except psycopg.Error as exc:
             raise StoreUnavailable() from exc
 
     async def _count(self, statement: str, params: tuple[Any, ...]) -> int:
-        try:
-            return (await self._conn.execute(statement, params)).rowcount
-        except psycopg.Error as exc:
-            raise StoreUnavailable() from exc
+        """Rows a DELETE removed (counted in SQL: in pipeline mode rowcount waits)."""
+        # ``statement`` is one of this module's constants, never input.
+        counted = f"WITH gone AS ({statement.strip()} RETURNING 1) SELECT count(*) FROM gone"  # noqa: S608
+        (count,) = await self._one(counted, params)
+        return int(count)
 
     async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
         row = await self._one(Q["FIND_RESPONSE"], (user_id, key))
@@ -96,17 +106,17 @@ class _PostgresTransaction:
         seq, total, stored_name = await self._one(_ADD, {
             "user": user_id, "delta": delta, "at": now_ms, "source": source, "name": name})
         if total is None:  # would pass the cap: take the ledger entry back
-            await self._one("DELETE FROM ledger WHERE id = %s", (seq,))
+            await self._send("DELETE FROM ledger WHERE id = %s", (seq,))
             return None
         return UserTotal(user_id, total, seq, stored_name)
 
     async def remember(self, user_id: str, key: str, response: StoredResponse,
                        now_ms: int) -> None:
-        await self._one(Q["REMEMBER"], (user_id, key, response.fingerprint, response.status,
+        await self._send(Q["REMEMBER"], (user_id, key, response.fingerprint, response.status,
                                         response.body, now_ms))
 
     async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None:
-        await self._one(Q["ISSUE_TICKET"], (ticket.id, ticket.user_id, ticket.kind,
+        await self._send(Q["ISSUE_TICKET"], (ticket.id, ticket.user_id, ticket.kind,
                                             ticket.points, now_ms, ticket.not_before_ms,
                                             ticket.expires_ms))
 
@@ -134,7 +144,7 @@ class _PostgresTransaction:
         return await self._one(Q["BAN"], (user_id, now_ms, by)) is not None
 
     async def unban(self, user_id: str) -> UserTotal | None:
-        await self._one("DELETE FROM bans WHERE user_id = %s", (user_id,))
+        await self._send("DELETE FROM bans WHERE user_id = %s", (user_id,))
         row = await self._one(Q["TOTAL_OF"], (user_id,))
         return UserTotal(*row) if row else None
 
@@ -149,7 +159,7 @@ class _PostgresTransaction:
             row = await self._one(Q["TOTAL_OF"], (user_id,))
             return (UserTotal(*row) if row else None), 0
         (seq,) = await self._one(_ADD_LEDGER, (user_id, delta, now_ms, source))
-        await self._one("UPDATE ledger SET reverted_by = %s WHERE id = ANY(%s)",
+        await self._send("UPDATE ledger SET reverted_by = %s WHERE id = ANY(%s)",
                         (seq, [entry_id for entry_id, _ in undo]))
         row = await self._one(Q["APPLY_REVERT"], (delta, seq, now_ms, user_id))
         return UserTotal(user_id, row[0], seq, row[1]), len(undo)
@@ -224,7 +234,8 @@ class PostgresStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._connection() as conn, conn.transaction():
+        # Pipeline mode: statements whose results are not needed do not wait on the network.
+        async with self._connection() as conn, conn.pipeline(), conn.transaction():
             yield _PostgresTransaction(conn)
 
     async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
