@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from scoreboard.api import body as checks
 from scoreboard.api.authn import authenticate
+from scoreboard.api.routes import Service
 from scoreboard.api.schemas import (
     RFC3339,
     AdminUserView,
@@ -43,13 +44,7 @@ async def require_admin(request: Request) -> Identity:
     return who
 
 
-def get_service(request: Request) -> ScoreService:
-    service: ScoreService = request.app.state.service
-    return service
-
-
 Admin = Annotated[Identity, Depends(require_admin)]
-Service = Annotated[ScoreService, Depends(get_service)]
 
 admin_router = APIRouter(prefix="/admin", tags=["administration"],
                          responses=problem_responses(401, 403, 404, 422, 429))

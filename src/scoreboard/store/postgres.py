@@ -29,26 +29,23 @@ from scoreboard.store.migrations import migrations
 
 _ADD_LEDGER = sql.pyformat(sql.ADD_LEDGER) + " RETURNING id"
 _AUDIT = sql.pyformat(sql.AUDIT) + " RETURNING id"
-# The ledger entry and the new total in one round trip (the two statements of the SQLite
-# store, sql.ADD_LEDGER then sql.ADD_TOTAL, as one): a batch waits on the network
-# once per update for this instead of twice. No total comes back past the cap.
-_ADD = """
+# The ledger entry and the new total in one round trip (the SQLite store runs
+# sql.ADD_LEDGER then sql.ADD_TOTAL): a batch waits on the network once per update for
+# this instead of twice. No total comes back past the cap.
+_ADD = sql.upserting_total(
+    """
 WITH entry AS (
     INSERT INTO ledger (user_id, delta, at_ms, source)
     VALUES (%(user)s, %(delta)s::bigint, %(at)s::bigint, %(source)s) RETURNING id
 ), total AS (
     INSERT INTO totals (user_id, total, seq, reached_ms, name)
     SELECT %(user)s, %(delta)s::bigint, entry.id, %(at)s::bigint, %(name)s::text FROM entry
-    ON CONFLICT (user_id) DO UPDATE SET
-        total = totals.total + excluded.total,
-        seq = excluded.seq,
-        reached_ms = excluded.reached_ms,
-        name = coalesce(excluded.name, totals.name)
-    WHERE totals.total + excluded.total BETWEEN 0 AND 9007199254740991
-    RETURNING total, name
+""",
+    after="""
 )
 SELECT entry.id, total.total, total.name FROM entry LEFT JOIN total ON true
-"""
+""",
+)
 _FLAGGED = (
     "SELECT user_id, min(at_ms), 'flagged', string_agg(DISTINCT detail, ',') "
     "FROM security_events WHERE kind = 'flagged' GROUP BY user_id"

@@ -10,9 +10,9 @@ from typing import Any
 from scoreboard.model import LedgerEntry, SecurityEvent, UserRecord, UserTotal
 
 ADD_LEDGER = "INSERT INTO ledger (user_id, delta, at_ms, source) VALUES (?, ?, ?, ?)"
-# The WHERE refuses an update that would pass 2^53 - 1 (MAX_TOTAL): no row comes back.
-ADD_TOTAL = """
-INSERT INTO totals (user_id, total, seq, reached_ms, name) VALUES (?, ?, ?, ?, ?)
+# The rule both stores apply to a new total. The WHERE refuses an update that would pass
+# 2^53 - 1 (MAX_TOTAL): no row comes back.
+UPSERT_TOTAL = """
 ON CONFLICT (user_id) DO UPDATE SET
     total = totals.total + excluded.total,
     seq = excluded.seq,
@@ -21,6 +21,16 @@ ON CONFLICT (user_id) DO UPDATE SET
 WHERE totals.total + excluded.total BETWEEN 0 AND 9007199254740991
 RETURNING total, name
 """
+
+
+def upserting_total(insert: str, after: str = "") -> str:
+    """An ``INSERT INTO totals`` followed by the rule every new total obeys."""
+    return insert + UPSERT_TOTAL + after
+
+
+ADD_TOTAL = upserting_total(
+    "INSERT INTO totals (user_id, total, seq, reached_ms, name) VALUES (?, ?, ?, ?, ?)"
+)
 FIND_RESPONSE = "SELECT fingerprint, status, body FROM idempotency WHERE user_id = ? AND key = ?"
 REMEMBER = (
     "INSERT INTO idempotency (user_id, key, fingerprint, status, body, created_ms) "
