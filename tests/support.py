@@ -153,6 +153,26 @@ class ServerProcess:
         return self.log_path.read_text().splitlines()
 
 
+REDIS = os.environ.get("SCOREBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@contextlib.asynccontextmanager
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of its own in the test Redis, its keys deleted afterwards."""
+    from redis.asyncio import Redis
+
+    prefix = "{sbtest-" + os.urandom(6).hex() + "}:"
+    client = Redis.from_url(REDIS)
+    try:
+        await client.ping()  # fails, never skips, without a Redis
+        yield prefix
+    finally:
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
 POSTGRES = os.environ.get("SCOREBOARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -28,18 +28,22 @@ from scoreboard.api.openapi import install_openapi
 from scoreboard.api.page import load_assets, page_router
 from scoreboard.api.routes import install_error_handlers, router
 from scoreboard.auth import TokenSigner, TokenVerifier
+from scoreboard.broker.base import Broker
 from scoreboard.broker.memory import MemoryBroker
 from scoreboard.live import Hub
 from scoreboard.logs import AccessLog, level_number
 from scoreboard.metrics import Metrics
+from scoreboard.ranking.base import Ranking
 from scoreboard.ranking.memory import MemoryRanking
 from scoreboard.ratelimit import RateLimits
+from scoreboard.redislink import RedisLink
 from scoreboard.service import ScoreService
 from scoreboard.settings import Settings
 from scoreboard.store.base import Store
 from scoreboard.store.sqlite import SQLiteStore
 
 log = structlog.get_logger("scoreboard.app")
+BAN_SYNC_SECONDS = 2.0  # how soon a ban made on one instance holds on the others
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_DESCRIPTION = """\
@@ -80,13 +84,44 @@ def make_store(settings: Settings) -> Store:
     return SQLiteStore(settings.sqlite_path)
 
 
+class Shared:
+    """The parts many instances share through Redis, when it is configured."""
+
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+        from scoreboard.broker.redis import RedisBroker  # loaded only if chosen
+        from scoreboard.ranking.failover import FailoverRanking
+        from scoreboard.ranking.redis import RedisRanking
+
+        assert settings.redis_url is not None
+        self.link = RedisLink(settings.redis_url, settings.redis_prefix,
+                              on_state=metrics.redis_state)
+        self.ranking = FailoverRanking(RedisRanking(self.link.client, settings.redis_prefix),
+                                       self.link, store)
+        self.broker = RedisBroker(self.link)
+
+    async def run(self, service: ScoreService) -> None:
+        """Watch Redis, and take up bans made elsewhere, while the service runs."""
+
+        async def sync_bans() -> None:
+            while True:
+                await asyncio.sleep(BAN_SYNC_SECONDS)
+                try:
+                    await service.sync_bans()
+                except Exception:
+                    log.exception("ban_sync_failed")
+
+        await asyncio.gather(self.ranking.watch(service.refresh), sync_bans())
+
+
 def create_app(settings: Settings) -> Edge:
     metrics = Metrics()
     store = make_store(settings)
-    ranking = MemoryRanking()
-    limits = RateLimits(settings.rate_limit_item, settings.auth_failure_limit_item)
+    shared = Shared(settings, store, metrics) if settings.redis_url else None
+    ranking: Ranking = shared.ranking if shared else MemoryRanking()
+    broker: Broker = shared.broker if shared else MemoryBroker()
+    limits = RateLimits(settings.rate_limit_item, settings.auth_failure_limit_item,
+                        redis=shared.link if shared else None)
     verifier = TokenVerifier(settings)
-    broker = MemoryBroker()
     hub = Hub(
         push_interval=settings.push_interval_ms / 1000,
         max_subscribers=settings.live_max,
@@ -109,13 +144,16 @@ def create_app(settings: Settings) -> Edge:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         flusher = asyncio.create_task(access_log.run(), name="access-log")
+        background: list[asyncio.Task[None]] = [flusher]
         await store.open()
         try:
             await broker.start()
             hub.start()
             await service.start()
+            if shared is not None:
+                background.append(asyncio.create_task(shared.run(service), name="shared"))
             log.info("started", database=settings.database_label, dev_key=settings.uses_dev_key,
-                     algorithms=verifier.algorithms)
+                     redis=settings.redis_label or None, algorithms=verifier.algorithms)
             if settings.uses_dev_key:
                 log.warning("development_key", detail="signing key generated in the data "
                             "directory; set SCOREBOARD_JWT_SECRET, _PUBLIC_KEY or _JWKS_URL")
@@ -124,10 +162,13 @@ def create_app(settings: Settings) -> Edge:
             await hub.stop()
             await service.stop()
             await broker.stop()
+            if shared is not None:
+                await shared.link.close()
             await store.close()
             log.info("stopped")
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
 
     api = FastAPI(
         title="scoreboard",
@@ -143,6 +184,7 @@ def create_app(settings: Settings) -> Edge:
     api.state.hub = hub
     api.state.verifier = verifier
     api.state.limits = limits
+    api.state.redis = shared.link if shared else None
     # Registered with the framework too, for 405 with Allow (and HEAD) on these paths.
     hot = [
         (method, Route(path, AsgiEndpoint(handler), methods=[method], include_in_schema=False),

@@ -45,7 +45,6 @@ class Moderated:
     action: str
     user_id: str
     total: UserTotal | None
-    audit_id: int
     reverted: int = 0
 
 
@@ -100,8 +99,8 @@ async def moderate(tx: Transaction, job: Moderation, banning: set[str],
         total, reverted = await tx.revert(job.user_id, job.since_ms, f"revert:{job.admin}",
                                           now_ms)
         detail = f"since_ms={job.since_ms} reverted={reverted}"
-    audit_id = await tx.audit(job.admin, job.action, job.user_id, detail, now_ms)
-    return Moderated(job.action, job.user_id, total, audit_id, reverted)
+    await tx.audit(job.admin, job.action, job.user_id, detail, now_ms)
+    return Moderated(job.action, job.user_id, total, reverted)
 
 
 def replay_or_mismatch(earlier: StoredResponse, fingerprint: str) -> UpdateResult | Unprocessable:

@@ -45,6 +45,7 @@ class Frames:
     """One snapshot, serialised once for every kind of subscriber."""
 
     version: int
+    scores: bytes
     sse: bytes
     ws: str
     made_at: float  # monotonic time the snapshot reached this hub
@@ -53,7 +54,7 @@ class Frames:
     def of(cls, snapshot: Snapshot, made_at: float) -> Frames:
         sse = b"event: scores\nid: %d\ndata: %s\n\n" % (snapshot.version, snapshot.scores)
         ws = b'{"type":"scores","version":%d,"scores":%s}' % (snapshot.version, snapshot.scores)
-        return cls(snapshot.version, sse, ws.decode(), made_at)
+        return cls(snapshot.version, snapshot.scores, sse, ws.decode(), made_at)
 
 
 class Subscriber:
@@ -274,9 +275,9 @@ class Hub:
 
     def offer(self, snapshot: Snapshot) -> None:
         """A snapshot from the broker: keep the newest, push it now or when due."""
-        newest = self._pending.version if self._pending else self._current.version
-        if snapshot.version <= newest:
-            return
+        newest = self._pending or self._current
+        if snapshot.version <= newest.version or snapshot.scores == newest.scores:
+            return  # older, or the top 10 clients already have (a change below it)
         if self._pending is None:
             self._pending_at = time.monotonic()
         self._pending, self._pending_frames = snapshot, None

@@ -51,6 +51,11 @@ class Metrics:
             "scoreboard_users_flagged", "Users flagged by detection, by reason",
             ["reason"], registry=self.registry,
         )
+        self._redis_up = Gauge(
+            "scoreboard_redis_up", "1 while Redis answers and holds the ranking; 0 while the "
+            "service is degraded to the store (only when Redis is configured)",
+            registry=self.registry,
+        )
         self._live = Gauge("scoreboard_live_connections", "Open SSE and WebSocket connections",
                            registry=self.registry)
         # labels() costs a dict build and a lock; keep the children we have made.
@@ -90,6 +95,9 @@ class Metrics:
 
     def count_live(self, count: Callable[[], int]) -> None:
         self._live.set_function(count)
+
+    def redis_state(self, up: bool) -> None:
+        self._redis_up.set(1 if up else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,7 +1,9 @@
 """Rate limits, counted with the ``limits`` library (moving window).
 
 Two limits: score updates per verified ``sub``, and failed authentications per
-client address (so a guesser cannot try tokens as fast as it likes).
+client address (so a guesser cannot try tokens as fast as it likes). With Redis they
+are counted there, across every instance; while Redis is away each instance counts on
+its own (API.md). Security-event budgets are always per instance.
 """
 
 from __future__ import annotations
@@ -9,14 +11,20 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from limits import RateLimitItem, parse
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter as SharedRateLimiter
+from limits.errors import StorageError
 from limits.storage import MovingWindowSupport, Storage
 from limits.strategies import MovingWindowRateLimiter
 
 from scoreboard.errors import RateLimited
+from scoreboard.redislink import TIMEOUT_SECONDS, RedisLink
 
+T = TypeVar("T")
 _SWEEP_PER_HIT = 4
 _EVENTS = parse("20/minute")
 
@@ -112,43 +120,70 @@ class CompactMemoryStorage(Storage, MovingWindowSupport):
 
 class RateLimits:
     def __init__(self, updates: RateLimitItem, auth_failures: RateLimitItem,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, redis: RedisLink | None = None) -> None:
         self._clock = clock
-        self._limiter = MovingWindowRateLimiter(CompactMemoryStorage(clock=clock))
+        self._local = MovingWindowRateLimiter(CompactMemoryStorage(clock=clock))
+        self._redis = redis
+        self._shared: SharedRateLimiter | None = None
+        if redis is not None:
+            storage = RedisStorage(
+                "async+" + redis.url.removeprefix("async+"), implementation="redispy",
+                wrap_exceptions=True, key_prefix=redis.key("limits"),
+                socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS,
+            )
+            self._shared = SharedRateLimiter(storage)
         self._updates = updates
         self._auth_failures = auth_failures
 
     async def hit_update(self, sub: str) -> None:
         """Count one update for ``sub``; raise ``RateLimited`` (not counted) when over."""
-        if not self._limiter.hit(self._updates, "update", sub):
+        if not await self._hit(self._updates, "update", sub):
             raise RateLimited(
                 f"at most {self._updates} score updates per user",
-                self._retry_after(self._updates, "update", sub),
+                await self._retry_after(self._updates, "update", sub),
             )
 
     async def hit_action(self, sub: str) -> None:
         """``POST /actions`` has a limit of its own, of the same size."""
-        if not self._limiter.hit(self._updates, "action", sub):
+        if not await self._hit(self._updates, "action", sub):
             raise RateLimited(
                 f"at most {self._updates} actions per user",
-                self._retry_after(self._updates, "action", sub),
+                await self._retry_after(self._updates, "action", sub),
             )
 
     def allow_event(self, sub: str) -> bool:
         """Whether to store one more security event for ``sub`` (20 a minute at most)."""
-        return self._limiter.hit(_EVENTS, "event", sub)
+        return self._local.hit(_EVENTS, "event", sub)
 
     async def check_auth_failures(self, address: str) -> None:
-        if not self._limiter.test(self._auth_failures, "authfail", address):
+        item = self._auth_failures
+        allowed = await self._counted(lambda shared: shared.test(item, "authfail", address),
+                                      lambda: self._local.test(item, "authfail", address))
+        if not allowed:
             raise RateLimited(
                 "too many failed authentications from this address",
-                self._retry_after(self._auth_failures, "authfail", address),
+                await self._retry_after(self._auth_failures, "authfail", address),
                 "auth_failures",
             )
 
     async def count_auth_failure(self, address: str) -> None:
-        self._limiter.hit(self._auth_failures, "authfail", address)
+        await self._hit(self._auth_failures, "authfail", address)
 
-    def _retry_after(self, item: RateLimitItem, *keys: str) -> int:
-        stats = self._limiter.get_window_stats(item, *keys)
+    async def _hit(self, item: RateLimitItem, *keys: str) -> bool:
+        return await self._counted(lambda shared: shared.hit(item, *keys),
+                                   lambda: self._local.hit(item, *keys))
+
+    async def _retry_after(self, item: RateLimitItem, *keys: str) -> int:
+        stats = await self._counted(lambda shared: shared.get_window_stats(item, *keys),
+                                    lambda: self._local.get_window_stats(item, *keys))
         return max(1, math.ceil(stats.reset_time - self._clock()))
+
+    async def _counted(self, shared: Callable[[SharedRateLimiter], Awaitable[T]],
+                       local: Callable[[], T]) -> T:
+        """Counted in Redis while it answers; here otherwise."""
+        if self._shared is not None and self._redis is not None and self._redis.up:
+            try:
+                return await shared(self._shared)
+            except StorageError as error:
+                self._redis.lost(error.storage_error)
+        return local()

@@ -56,7 +56,7 @@ from scoreboard.model import (
     UserRecord,
     UserTotal,
 )
-from scoreboard.ranking.base import Ranking, RankPreview
+from scoreboard.ranking.base import Ranking
 from scoreboard.ratelimit import RateLimits
 from scoreboard.store.base import Store, Transaction
 
@@ -70,10 +70,20 @@ log = structlog.get_logger("scoreboard.service")
 
 @dataclass(frozen=True, slots=True)
 class Board:
-    """A pre-serialised page of the top scores and its ETag."""
+    """A pre-serialised page of the top scores, its ETag and the ranking's version."""
 
     body: bytes
     etag: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """An update written in the open transaction, waiting for its rank."""
+
+    update: ScoreUpdate
+    total: UserTotal
+    points: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,31 +123,27 @@ class ScoreService:
         self._limits = limits
         self._broker = broker
         self._clock = clock
-        # The snapshot version: ledger high-water mark + audit high-water mark. Both only
-        # grow, across restarts too, and every change of the board moves one of them.
-        self._ledger_max = 0
-        self._audit_max = 0
-        self._published = b""
         self._in_flight: set[tuple[str, str]] = set()
         self._boards: dict[int, Board] = {}
         self._next_purge_ms = 0
         self._committer: GroupCommitter[Job, Outcome] = GroupCommitter(
             store, self._apply_batch, self._after_commit, observe_batch, max_queue=max_queue
         )
+        broker.subscribe(self._board_changed)  # changes made by other instances too
+        broker.on_reconnect(self.refresh)
 
     async def start(self) -> None:
         started = time.perf_counter()
         self._banned = await self._store.banned()
         totals = await self._store.totals()
-        await self._ranking.rebuild(totals)
+        await self._ranking.rebuild(totals, self._banned)
         self._on_rebuild(time.perf_counter() - started)
         log.info("ranking_rebuilt", users=len(totals),
                  seconds=round(time.perf_counter() - started, 3))
-        self._ledger_max, self._audit_max = await self._store.high_water()
         for event in await self._store.flagged():
             self._detector.restore(event.user_id, set(event.detail.split(",")),
                                    event.at_ms / 1000)
-        await self._publish_top()
+        await self.refresh()
         self._committer.start()
 
     async def stop(self) -> None:
@@ -202,12 +208,11 @@ class ScoreService:
     async def _apply_batch(self, tx: Transaction,
                            jobs: Sequence[Job]) -> list[Outcome | ScoreboardError]:
         now_ms = int(self._clock() * 1000)
-        preview = self._ranking.preview()
         banning: set[str] = set()  # bans earlier in this batch refuse later updates
-        results: list[Outcome | ScoreboardError] = []
+        results: list[Outcome | ScoreboardError | Staged] = []
         for job in jobs:
             if isinstance(job, ScoreUpdate):
-                results.append(await self._apply_update(tx, job, preview, banning, now_ms))
+                results.append(await self._apply_update(tx, job, banning, now_ms))
             elif isinstance(job, TicketRequest):
                 await tx.issue_ticket(job.ticket, now_ms)
                 results.append(job.ticket)
@@ -221,10 +226,29 @@ class ScoreService:
             await tx.forget_responses(now_ms - KEY_RETENTION_MS, PURGE_BATCH)
             # An expired ticket can never redeem; a day later nobody asks about it either.
             await tx.forget_tickets(now_ms - KEY_RETENTION_MS, PURGE_BATCH)
-        return results
+        return await self._answer(tx, results, now_ms)
 
-    async def _apply_update(self, tx: Transaction, u: ScoreUpdate, preview: RankPreview,
-                            banning: set[str], now_ms: int) -> UpdateResult | ScoreboardError:
+    async def _answer(self, tx: Transaction, results: list[Outcome | ScoreboardError | Staged],
+                      now_ms: int) -> list[Outcome | ScoreboardError]:
+        """Each staged update's answer, with its rank (one ranking call for the batch),
+        remembered under its Idempotency-Key in the same transaction."""
+        staged = [r for r in results if isinstance(r, Staged)]
+        ranks = iter(await self._ranking.ranks_after(tx, [s.total for s in staged]))
+        answers: list[Outcome | ScoreboardError] = []
+        for r in results:
+            if not isinstance(r, Staged):
+                answers.append(r)
+                continue
+            u, total = r.update, r.total
+            body = orjson.dumps({"user_id": u.user_id, "score": total.total, "rank": next(ranks)})
+            response = StoredResponse(u.fingerprint, 200, body)
+            if u.key is not None:
+                await tx.remember(u.sub, u.key, response, now_ms)
+            answers.append(UpdateResult(response, total, points=r.points))
+        return answers
+
+    async def _apply_update(self, tx: Transaction, u: ScoreUpdate, banning: set[str],
+                            now_ms: int) -> Staged | UpdateResult | ScoreboardError:
         if u.key is not None:
             earlier = await tx.find_response(u.sub, u.key)
             if earlier is not None:
@@ -240,12 +264,7 @@ class ScoreService:
         total = await tx.add(u.user_id, delta, u.name, source, now_ms)
         if total is None:
             return Conflict(f"the total would pass {MAX_TOTAL}", "total_cap")
-        rank = await preview.rank_after(total)
-        body = orjson.dumps({"user_id": u.user_id, "score": total.total, "rank": rank})
-        response = StoredResponse(u.fingerprint, 200, body)
-        if u.key is not None:
-            await tx.remember(u.sub, u.key, response, now_ms)
-        return UpdateResult(response, total, points=delta)
+        return Staged(u, total, delta)
 
     async def _after_commit(self, results: Sequence[Outcome | ScoreboardError]) -> None:
         totals: list[UserTotal] = []
@@ -257,7 +276,6 @@ class ScoreService:
                 if flag:
                     self._flag(r.total.user_id, flag)
             elif isinstance(r, Moderated):
-                self._audit_max = max(self._audit_max, r.audit_id)
                 if r.action == "ban":
                     self._banned.add(r.user_id)
                     changed |= await self._ranking.remove(r.user_id)
@@ -266,20 +284,31 @@ class ScoreService:
                 if r.total is not None and r.action in ("unban", "revert"):
                     totals.append(r.total)
         if totals:
-            self._ledger_max = max(self._ledger_max, max(t.seq for t in totals))
             visible = [t for t in totals if t.user_id not in self._banned]
             changed |= await self._ranking.apply(visible)
         if changed:
-            self._boards.clear()
-            await self._publish_top()
+            await self.refresh()
 
-    async def _publish_top(self) -> None:
-        """Tell every hub when the top 10 (membership, order, a score or a name) changed."""
+    async def refresh(self) -> None:
+        """Re-read the board and tell every instance: the watched top changed, or
+        snapshots may have been missed. Hubs skip a top 10 they already show."""
+        self._boards.clear()
         top = await self.board(10)
-        if top.body != self._published:
-            self._published = top.body
-            version = self._ledger_max + self._audit_max
-            await self._broker.publish(Snapshot(version, top.body))
+        await self._broker.publish(Snapshot(top.version, top.body))
+
+    def _board_changed(self, snapshot: Snapshot) -> None:
+        """A snapshot from any instance: cached pages older than it are stale."""
+        if any(board.version < snapshot.version for board in self._boards.values()):
+            self._boards.clear()
+
+    async def sync_bans(self) -> None:
+        """Take up bans made by other instances (each instance refuses by its own list)."""
+        banned = await self._store.banned()
+        for user_id in banned - self._banned:
+            log.info("ban_seen", user_id=user_id)
+            if await self._ranking.remove(user_id):
+                await self.refresh()
+        self._banned = banned
 
     # -- detection and moderation --------------------------------------------
 
@@ -322,10 +351,10 @@ class ScoreService:
     async def board(self, limit: int) -> Board:
         board = self._boards.get(limit)
         if board is None:
-            entries = await self._ranking.top(limit)
-            body = orjson.dumps([e.as_dict() for e in entries])
+            top = await self._ranking.top(limit)
+            body = orjson.dumps([e.as_dict() for e in top.entries])
             etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-            board = self._boards[limit] = Board(body, etag)
+            board = self._boards[limit] = Board(body, etag, top.version)
         return board
 
     async def user(self, user_id: str) -> RankedUser:

@@ -34,6 +34,8 @@ class SettingsError(ValueError):
 class Settings:
     data_dir: Path = Path("./data")
     database_url: str = ""
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = "{scoreboard}:"  # one hash slot: a board's keys stay on one shard
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: Path | None = None
     jwt_jwks_url: str | None = None
@@ -96,6 +98,18 @@ class Settings:
             ("SCOREBOARD_AUTH_FAILURE_LIMIT", self.auth_failure_limit),
         ):
             _parse_limit(name, value)
+        if not re.fullmatch(r"[A-Za-z0-9_.:{}-]{1,64}", self.redis_prefix):
+            raise SettingsError(
+                "SCOREBOARD_REDIS_PREFIX must be 1-64 of A-Z a-z 0-9 _ . : { } -, "
+                f"got {self.redis_prefix!r}"
+            )
+        if self.redis_url is not None:
+            parts = urlsplit(self.redis_url)
+            if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+                raise SettingsError(
+                    "SCOREBOARD_REDIS_URL must be redis://host:port/db (or rediss://, unix://), "
+                    f"got {self.redis_label!r}"
+                )
         postgres = self.database_url.startswith(("postgresql://", "postgres://"))
         sqlite = self.database_url.startswith("sqlite:///") and self.sqlite_path != Path()
         if not (postgres or sqlite):
@@ -111,11 +125,12 @@ class Settings:
     @property
     def database_label(self) -> str:
         """The database URL without its password: safe to log and to show."""
-        parts = urlsplit(self.database_url)
-        if parts.password is None:
-            return self.database_url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
+        return _without_password(self.database_url)
+
+    @property
+    def redis_label(self) -> str:
+        """The Redis URL without its password: safe to log and to show."""
+        return _without_password(self.redis_url or "")
 
     @property
     def sqlite_path(self) -> Path:
@@ -149,6 +164,8 @@ class Settings:
         return cls(
             data_dir=data_dir,
             database_url=get("DATABASE_URL") or f"sqlite:///{data_dir / 'scoreboard.db'}",
+            redis_url=get("REDIS_URL"),
+            redis_prefix=get("REDIS_PREFIX") or "{scoreboard}:",
             jwt_secret=get("JWT_SECRET"),
             jwt_public_key=Path(public_key) if public_key else None,
             jwt_jwks_url=get("JWT_JWKS_URL"),
@@ -170,6 +187,14 @@ class Settings:
             log_level=(get("LOG_LEVEL") or "info").lower(),
             receipt_timeout=_seconds("SCOREBOARD_RECEIPT_TIMEOUT", get("RECEIPT_TIMEOUT"), 10.0),
         )
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _split(value: str) -> tuple[str, ...]:

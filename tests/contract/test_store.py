@@ -135,14 +135,27 @@ async def test_revert_undoes_once_with_one_entry(store: Store) -> None:
     assert (await store.user_record("nobody", 10)).total is None
 
 
-async def test_high_water_marks_only_grow(store: Store) -> None:
-    before = await store.high_water()
+async def test_the_board_read_from_the_store(store: Store) -> None:
+    """While Redis is away the board, ranks and answers' ranks come from the store:
+    highest first, equal totals by who reached them first, banned users off."""
     async with store.transaction() as tx:
-        await tx.add("a", MAX_TOTAL, None, "s", 0)
-        await tx.add("a", 1, None, "s", 0)  # refused: its ledger id is still used up
-        await tx.audit("root", "ban", "a", "", 0)
-    ledger, audit = await store.high_water()
-    assert ledger >= before[0] + 2 and audit == before[1] + 1
+        await tx.add("a", 5, "Ann", "s", 0)
+        await tx.add("b", 7, None, "s", 0)
+        await tx.add("c", 5, None, "s", 0)  # ties with a, reached it later
+        await tx.add("d", 9, None, "s", 0)
+        await tx.ban("d", "root", 0)
+    assert [(e.rank, e.user_id, e.name, e.score) for e in await store.top(10)] == [
+        (1, "b", "b", 7), (2, "a", "Ann", 5), (3, "c", "c", 5)]
+    assert [e.user_id for e in await store.top(1)] == ["b"]
+    c = await store.ranked("c")
+    assert c is not None and (c.rank, c.score) == (3, 5)
+    assert await store.ranked("d") is None  # banned
+    assert await store.ranked("nobody") is None
+    async with store.transaction() as tx:
+        total = await tx.add("c", 3, None, "s", 0)  # 8: now first, seen inside the transaction
+        assert total is not None and await tx.rank_of(total) == 1
+        a = await tx.add("a", 3, None, "s", 0)  # 8 too, reached after c
+        assert a is not None and await tx.rank_of(a) == 2
 
 
 async def test_events_and_flags(store: Store) -> None:

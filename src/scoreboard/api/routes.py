@@ -47,14 +47,17 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, tags=["operations"],
             responses=problem_responses(503))
-async def readyz(service: Service) -> Response:
-    """200 while the store answers, 503 when it does not; names each dependency's state."""
+async def readyz(request: Request, service: Service) -> Response:
+    """200 while the store answers, 503 when it does not; names each dependency's state.
+    Redis down degrades the service, it does not stop it: still 200."""
+    link = request.app.state.redis
+    redis = {} if link is None else {"redis": "up" if link.up else "down"}
     try:
         await service.ready()
     except StoreUnavailable as error:
-        body = problem_body(503, error.detail, store="down")
+        body = problem_body(503, error.detail, store="down", **redis)
         return Response(body, 503, media_type=PROBLEM_TYPE)
-    return JSONResponse({"status": "ready", "store": "up"})
+    return JSONResponse({"status": "ready", "store": "up", **redis})
 
 
 @router.get("/metrics", tags=["operations"], response_class=Response,

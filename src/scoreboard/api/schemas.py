@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -94,6 +94,8 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str = Field(examples=["ready"])
     store: str = Field(examples=["up"])
+    redis: Literal["up", "down"] | None = Field(
+        default=None, description="Only when Redis is configured; down is still ready")
 
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -11,8 +11,8 @@ from typing import Protocol
 class Snapshot:
     """The top 10 at one moment: the JSON array of ``GET /scores`` and its version.
 
-    ``version`` is the ledger id of the newest increment the ranking had applied; ledger
-    ids only grow (across restarts and instances), so a newer snapshot has a larger one.
+    ``version`` is the ranking's version when the top was read: it only grows (across
+    restarts and instances), so a newer snapshot has a larger one.
     """
 
     version: int
@@ -29,7 +29,13 @@ class Broker(Protocol):
     def subscribe(self, receiver: Callable[[Snapshot], None]) -> None:
         """Call ``receiver`` (on the event loop) with each snapshot that arrives."""
 
-    async def publish(self, snapshot: Snapshot) -> None: ...
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Call ``callback`` each time the broker is back after losing its connection:
+        snapshots may have been missed meanwhile."""
+
+    async def publish(self, snapshot: Snapshot) -> None:
+        """Hand ``snapshot`` to this process's receivers at once, and to every other
+        instance's; never raises for a broker that is away."""
 
     async def start(self) -> None: ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from scoreboard.broker.base import Snapshot
 
@@ -13,6 +13,9 @@ class MemoryBroker:
 
     def subscribe(self, receiver: Callable[[Snapshot], None]) -> None:
         self._receivers.append(receiver)
+
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        return None  # in-process: never disconnected
 
     async def publish(self, snapshot: Snapshot) -> None:
         for receiver in self._receivers:

@@ -6,7 +6,14 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from scoreboard.model import SecurityEvent, StoredResponse, Ticket, UserRecord, UserTotal
+from scoreboard.model import (
+    RankedUser,
+    SecurityEvent,
+    StoredResponse,
+    Ticket,
+    UserRecord,
+    UserTotal,
+)
 
 
 class Transaction(Protocol):
@@ -54,6 +61,9 @@ class Transaction(Protocol):
         undone. An entry is undone at most once; compensating entries are never undone.
         """
 
+    async def rank_of(self, total: UserTotal) -> int:
+        """The rank ``total`` has in the store, this transaction's changes included."""
+
     async def forget_responses(self, before_ms: int, limit: int) -> int:
         """Delete up to ``limit`` idempotency records created before ``before_ms``."""
 
@@ -88,8 +98,11 @@ class Store(Protocol):
 
     async def banned(self) -> set[str]: ...
 
-    async def high_water(self) -> tuple[int, int]:
-        """The largest ledger id and audit id ever given out (deleted ones included)."""
+    async def top(self, limit: int) -> list[RankedUser]:
+        """The board in rank order, read from the store (while the ranking is away)."""
+
+    async def ranked(self, user_id: str) -> RankedUser | None:
+        """The user's rank and score, read from the store; ``None`` when not on the board."""
 
     async def user_record(self, user_id: str, limit: int) -> UserRecord:
         """The user's total, ban, newest ledger entries and security events."""

@@ -17,6 +17,7 @@ import psycopg_pool
 
 from scoreboard.errors import StoreUnavailable
 from scoreboard.model import (
+    RankedUser,
     SecurityEvent,
     StoredResponse,
     Ticket,
@@ -50,10 +51,6 @@ _FLAGGED = (
     "SELECT user_id, min(at_ms), 'flagged', string_agg(DISTINCT detail, ',') "
     "FROM security_events WHERE kind = 'flagged' GROUP BY user_id"
 )
-_HIGH_WATER = (
-    "SELECT (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_id_seq), "
-    "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM audit_id_seq)"
-)
 _TOTALS = (
     "SELECT user_id, total, seq, name FROM totals "
     "WHERE user_id NOT IN (SELECT user_id FROM bans)"
@@ -63,7 +60,7 @@ _MIGRATION_LOCK = 7_303_240_117  # any constant: the advisory lock all instances
 Q = {name: sql.pyformat(getattr(sql, name)) for name in (
     "FIND_RESPONSE", "REMEMBER", "ISSUE_TICKET", "FIND_TICKET", "REDEEM_TICKET",
     "RECORD_EVENT", "BAN", "TOTAL_OF", "TO_REVERT", "APPLY_REVERT", "LEDGER_OF", "EVENTS_OF",
-    "FORGET_TICKETS", "FORGET", "IS_BANNED",
+    "FORGET_TICKETS", "FORGET", "IS_BANNED", "TOP", "RANKED", "AHEAD",
 )}
 
 
@@ -161,6 +158,10 @@ class _PostgresTransaction:
         row = await self._one(Q["APPLY_REVERT"], (delta, seq, now_ms, user_id))
         return UserTotal(user_id, row[0], seq, row[1]), len(undo)
 
+    async def rank_of(self, total: UserTotal) -> int:
+        params = (total.total, total.total, total.seq, total.user_id)
+        return int((await self._one(Q["AHEAD"], params))[0]) + 1
+
     async def forget_tickets(self, before_ms: int, limit: int) -> int:
         return await self._count(Q["FORGET_TICKETS"], (before_ms, limit))
 
@@ -245,9 +246,18 @@ class PostgresStore:
     async def banned(self) -> set[str]:
         return {row[0] for row in await self._rows("SELECT user_id FROM bans")}
 
-    async def high_water(self) -> tuple[int, int]:
-        ((ledger, audit),) = await self._rows(_HIGH_WATER)
-        return int(ledger), int(audit)
+    async def top(self, limit: int) -> list[RankedUser]:
+        return sql.top(await self._rows(Q["TOP"], (limit,)))
+
+    async def ranked(self, user_id: str) -> RankedUser | None:
+        async with self._connection() as conn:
+            found = await (await conn.execute(Q["RANKED"], (user_id,))).fetchone()
+            if found is None:
+                return None
+            total, seq, name = found
+            params = (total, total, seq, user_id)
+            (ahead,) = await (await conn.execute(Q["AHEAD"], params)).fetchone()  # type: ignore[misc]
+        return RankedUser(ahead + 1, user_id, name, total)
 
     async def user_record(self, user_id: str, limit: int) -> UserRecord:
         return sql.user_record(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scoreboard.model import LedgerEntry, SecurityEvent, UserRecord, UserTotal
+from scoreboard.model import LedgerEntry, RankedUser, SecurityEvent, UserRecord, UserTotal
 
 ADD_LEDGER = "INSERT INTO ledger (user_id, delta, at_ms, source) VALUES (?, ?, ?, ?)"
 # The rule both stores apply to a new total. The WHERE refuses an update that would pass
@@ -80,6 +80,22 @@ DELETE FROM idempotency WHERE (user_id, key) IN
 
 IS_BANNED = "SELECT 1 FROM bans WHERE user_id = ?"
 
+# Rank order read from the store itself (while Redis is away): banned users are off it.
+_NOT_BANNED = "NOT EXISTS (SELECT 1 FROM bans WHERE bans.user_id = totals.user_id)"
+TOP = (
+    "SELECT user_id, total, coalesce(name, user_id) FROM totals "  # noqa: S608 (constants)
+    f"WHERE {_NOT_BANNED} ORDER BY total DESC, seq LIMIT ?"
+)
+RANKED = (
+    "SELECT total, seq, coalesce(name, user_id) FROM totals "  # noqa: S608 (constants)
+    f"WHERE user_id = ? AND {_NOT_BANNED}"
+)
+# Users ahead of (total, seq), the given user excluded: rank - 1.
+AHEAD = (
+    "SELECT count(*) FROM totals WHERE (total > ? OR (total = ? AND seq < ?)) "  # noqa: S608
+    f"AND user_id <> ? AND {_NOT_BANNED}"
+)
+
 
 def user_record(user_id: str, total: list[Any], banned: list[Any], ledger: list[Any],
                 events: list[Any]) -> UserRecord:
@@ -90,6 +106,12 @@ def user_record(user_id: str, total: list[Any], banned: list[Any], ledger: list[
         ledger=[LedgerEntry(*row) for row in ledger],
         events=[SecurityEvent(user_id, *row) for row in events],
     )
+
+
+def top(rows: list[Any]) -> list[RankedUser]:
+    """The rows of TOP, ranked."""
+    return [RankedUser(i + 1, user_id, name, total) for i, (user_id, total, name) in
+            enumerate(rows)]
 
 
 def pyformat(statement: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from scoreboard.errors import StoreUnavailable
 from scoreboard.model import (
+    RankedUser,
     SecurityEvent,
     StoredResponse,
     Ticket,
@@ -125,6 +126,10 @@ class _SQLiteTransaction:
         row = self._one(sql.APPLY_REVERT, (delta, seq, now_ms, user_id))
         return UserTotal(user_id, row[0], seq, row[1]), len(undo)
 
+    async def rank_of(self, total: UserTotal) -> int:
+        params = (total.total, total.total, total.seq, total.user_id)
+        return int(self._one(sql.AHEAD, params)[0]) + 1
+
     async def forget_tickets(self, before_ms: int, limit: int) -> int:
         try:
             return self._conn.execute(sql.FORGET_TICKETS, (before_ms, limit)).rowcount
@@ -190,10 +195,16 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
 
-    async def high_water(self) -> tuple[int, int]:
-        # AUTOINCREMENT keeps each table's largest id ever given in sqlite_sequence.
-        rows = dict(self._reads("SELECT name, seq FROM sqlite_sequence", ()))
-        return int(rows.get("ledger", 0)), int(rows.get("audit", 0))
+    async def top(self, limit: int) -> list[RankedUser]:
+        return sql.top(self._reads(sql.TOP, (limit,)))
+
+    async def ranked(self, user_id: str) -> RankedUser | None:
+        found = self._reads(sql.RANKED, (user_id,))
+        if not found:
+            return None
+        total, seq, name = found[0]
+        ((ahead,),) = self._reads(sql.AHEAD, (total, total, seq, user_id))
+        return RankedUser(ahead + 1, user_id, name, total)
 
     async def banned(self) -> set[str]:
         return {row[0] for row in self._reads("SELECT user_id FROM bans", ())}
