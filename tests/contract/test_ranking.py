@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from scoreboard.model import MAX_TOTAL, UserTotal
 from scoreboard.ranking.base import Ranking
 from scoreboard.ranking.memory import MemoryRanking
-from scoreboard.ranking.redis import RedisRanking
+from scoreboard.ranking.redis import BoardMissing, RedisRanking
 from scoreboard.store.base import Transaction
 from tests.support import REDIS, redis_prefix
 
@@ -166,10 +166,29 @@ async def test_the_version_grows_with_each_change_only(ranking: Ranking) -> None
     assert v0 < v1 < v2
 
 
+async def test_redis_refuses_writes_once_the_board_is_lost() -> None:
+    """After a flush a write must not land on an empty board (it would look complete)."""
+    async with ranking_of("redis") as ranking:
+        assert isinstance(ranking, RedisRanking)
+        await ranking.rebuild([UserTotal("a", 3, 1, None)], set())
+        assert await ranking.has_board()
+        client = Redis.from_url(REDIS)
+        await client.delete(*[k async for k in client.scan_iter(match=ranking.prefix + "*")])
+        await client.aclose()
+        assert not await ranking.has_board()
+        with pytest.raises(BoardMissing):
+            await ranking.apply([UserTotal("b", 1, 2, None)])
+        with pytest.raises(BoardMissing):
+            await ranking.remove("a")
+        await ranking.rebuild([UserTotal("a", 3, 1, None)], set())
+        assert await ranking.apply([UserTotal("b", 1, 2, None)])
+
+
 async def test_redis_rebuild_merges_with_newer_writes() -> None:
     """A rebuild from an older read of the store can't take back a newer total that
     another instance applied meanwhile."""
     async with ranking_of("redis") as ranking:
+        await ranking.rebuild([], set())
         await ranking.apply([UserTotal("a", 20, 9, None)])
         before = (await ranking.top(1)).version
         await ranking.rebuild([UserTotal("a", 10, 4, None), UserTotal("b", 5, 5, None)], set())

@@ -8,6 +8,9 @@ The encoding, exact for every total the store allows:
   *smaller* seq first: whoever reached the total first. Works while ledger ids (seq)
   are below 10^16, 1,000 years of 300,000 increments a second.
 - ``members`` (hash) maps user -> member and ``names`` (hash) user -> display name.
+- ``built``: set by a completed rebuild. Without it (Redis restarted empty, or was
+  flushed) writes are refused with ``BoardMissing`` rather than landing on a partial
+  board; the failover ranking then rebuilds from the store.
 
 Writes mirror absolute totals: a total is applied only when its seq is newer than the
 one held, so retries, replays, two instances and a rebuild racing each other can't
@@ -20,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from itertools import islice
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from scoreboard.model import RankedUser, UserTotal
 from scoreboard.ranking.base import TOP_WATCHED, Top
@@ -43,9 +47,11 @@ local function bump(key, floor)
 end
 """
 
-# KEYS: board, members, names, version. ARGV: watched, then (user, total, member, name)...
+# KEYS: board, members, names, version, built.
+# ARGV: watched, then (user, total, member, name)... A watched of 0 is a rebuild's.
 _APPLY = _BUMP + """
 local watched = tonumber(ARGV[1])
+if watched > 0 and redis.call('EXISTS', KEYS[5]) == 0 then return -1 end
 local changed = false
 for i = 2, #ARGV, 4 do
   local user, member = ARGV[i], ARGV[i + 2]
@@ -66,9 +72,10 @@ if changed then bump(KEYS[4], 0) end
 return changed and 1 or 0
 """
 
-# KEYS: board, members, version. ARGV: watched, then users.
+# KEYS: board, members, version, built. ARGV: watched, then users.
 _REMOVE = _BUMP + """
 local watched = tonumber(ARGV[1])
+if watched > 0 and redis.call('EXISTS', KEYS[4]) == 0 then return -1 end
 local changed = false
 for i = 2, #ARGV do
   local old = redis.call('HGET', KEYS[2], ARGV[i])
@@ -120,6 +127,16 @@ return out
 """
 
 
+class BoardMissing(RedisError):
+    """Redis answers but lost the board (restarted empty, or flushed)."""
+
+
+def _changed(result: int) -> bool:
+    if result < 0:
+        raise BoardMissing("Redis answers but holds no board (restarted empty or flushed)")
+    return result > 0
+
+
 def member_of(total: UserTotal) -> str:
     if not 0 < total.seq <= _SEQ_LIMIT:
         raise ValueError(f"seq {total.seq} does not fit the ranking's {SEQ_DIGITS} digits")
@@ -134,6 +151,8 @@ class RedisRanking:
     def __init__(self, client: Redis, prefix: str) -> None:
         self._board, self._members = prefix + "board", prefix + "members"
         self._names, self._version = prefix + "names", prefix + "version"
+        self._built = prefix + "built"
+        self.prefix = prefix
         self._apply = client.register_script(_APPLY)
         self._remove = client.register_script(_REMOVE)
         self._raise = client.register_script(_RAISE)
@@ -145,25 +164,26 @@ class RedisRanking:
     async def rebuild(self, totals: Iterable[UserTotal], banned: set[str]) -> None:
         """Merge the store's totals in (newer seqs win, so writers racing this are safe),
         take banned users off, and raise the version so every hub takes the result."""
-        keys = [self._board, self._members, self._names, self._version]
+        keys = [self._board, self._members, self._names, self._version, self._built]
         rows = iter(totals)
         while chunk := list(islice(rows, REBUILD_CHUNK)):
             await self._apply(keys, ["0", *self._arguments(chunk)])
         users = sorted(banned)
         for start in range(0, len(users), REBUILD_CHUNK):
-            await self._remove([self._board, self._members, self._version],
+            await self._remove([self._board, self._members, self._version, self._built],
                                ["0", *users[start:start + REBUILD_CHUNK]])
         await self.raise_version(0)
+        await self._client.set(self._built, "1")
 
     async def apply(self, totals: Sequence[UserTotal]) -> bool:
         if not totals:
             return False
-        keys = [self._board, self._members, self._names, self._version]
-        return bool(await self._apply(keys, [str(TOP_WATCHED), *self._arguments(totals)]))
+        keys = [self._board, self._members, self._names, self._version, self._built]
+        return _changed(await self._apply(keys, [str(TOP_WATCHED), *self._arguments(totals)]))
 
     async def remove(self, user_id: str) -> bool:
-        keys = [self._board, self._members, self._version]
-        return bool(await self._remove(keys, [str(TOP_WATCHED), user_id]))
+        keys = [self._board, self._members, self._version, self._built]
+        return _changed(await self._remove(keys, [str(TOP_WATCHED), user_id]))
 
     async def top(self, limit: int) -> Top:
         found = await self._top([self._board, self._names, self._version], [str(max(1, limit))])
@@ -198,7 +218,7 @@ class RedisRanking:
 
     async def has_board(self) -> bool:
         """False after Redis lost its data (a restart without persistence, a flush)."""
-        return bool(await self._client.exists(self._version))
+        return bool(await self._client.exists(self._built))
 
     async def raise_version(self, floor: int) -> int:
         return int(await self._raise([self._version], [str(floor)]))
