@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck chromium pytest bench lock clean
+.PHONY: run test lint typecheck deploy-check chromium pytest bench lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -22,7 +22,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 run: $(VENV)/.installed
 	$(BIN)/scoreboard serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed lint typecheck chromium pytest
+test: $(VENV)/.installed lint typecheck deploy-check chromium pytest
 
 # The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
 chromium:
@@ -39,6 +39,10 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
+# The container files (Dockerfile, compose.yaml, deploy/nginx.conf), linted statically.
+deploy-check: $(VENV)/.installed
+	deploy/check
+
 pytest: $(VENV)/.installed
 	$(BIN)/pytest -q
 
@@ -47,7 +51,7 @@ bench: $(VENV)/.installed
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: $(VENV)/.installed
-	$(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(pip|setuptools)==' > constraints.txt
+	$(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(pip|setuptools|py-spy)==' > constraints.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
