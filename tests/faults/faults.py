@@ -1,0 +1,273 @@
+"""The faults, one named scenario each. A scenario injects its fault once, leaves the
+cluster healed, and returns what it saw; checks that only make sense for that fault
+(no fresh 200 while the file is locked, exit 0 on SIGTERM...) are made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from random import Random
+
+from tests.faults import disk, services
+from tests.faults.cluster import Cluster
+from tests.faults.history import History
+from tests.faults.load import Load
+
+GRACEFUL_EXIT_SECONDS = 12.0  # the server gives open responses 10 s
+STALLED_STREAMS = 20
+STALL_SECONDS = 8.0
+MAX_STREAM_GAP = 3.0  # seconds a watcher may go without an event while scores change
+
+
+@dataclass
+class FaultContext:
+    cluster: Cluster
+    load: Load
+    history: History
+    rng: Random
+    long: bool = False  # the long run: Redis away for 30 s, longer pauses
+
+
+@dataclass
+class Fault:
+    scenario: str
+    started: float
+    ended: float = 0.0
+    detail: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+Scenario = Callable[[FaultContext, Fault], Awaitable[None]]
+
+
+def _instance(ctx: FaultContext) -> int:
+    return ctx.rng.randrange(len(ctx.cluster.servers))
+
+
+async def sigkill(ctx: FaultContext, fault: Fault) -> None:
+    """SIGKILL at a random moment, restart at once on the same data."""
+    i = _instance(ctx)
+    await asyncio.sleep(ctx.rng.uniform(0, 1.0))
+    await ctx.cluster.kill(i)
+    fault.detail = f"instance {i}"
+
+
+async def sigkill_commit(ctx: FaultContext, fault: Fault) -> None:
+    """SIGKILL within 3 ms of an acknowledgement: with writes queued, the writer is in
+    (or entering) its next commit."""
+    i = _instance(ctx)
+    await ctx.load.next_ack(i)
+    await asyncio.sleep(ctx.rng.uniform(0, 0.003))
+    proc = ctx.cluster.servers[i].proc
+    if proc is not None:
+        proc.kill()  # at once, not through a thread hop
+    await ctx.cluster.kill(i)
+    fault.detail = f"instance {i}"
+
+
+async def sigstop(ctx: FaultContext, fault: Fault) -> None:
+    """SIGSTOP for 1-4 s (a long GC pause, a frozen VM), then SIGCONT."""
+    i = _instance(ctx)
+    seconds = ctx.rng.uniform(1, 4)
+    ctx.cluster.pause(i)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        ctx.cluster.resume(i)
+    fault.detail = f"instance {i} stopped {seconds:.1f} s"
+
+
+async def sigterm(ctx: FaultContext, fault: Fault) -> None:
+    """Graceful stop under load: exit 0 within the bound, streams ended cleanly
+    (their clients reconnect), nothing in flight failed (the checker's invariants)."""
+    i = _instance(ctx)
+    proc = ctx.cluster.servers[i].proc
+    assert proc is not None
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = await asyncio.to_thread(proc.wait, GRACEFUL_EXIT_SECONDS)
+    except Exception:
+        fault.problems.append(f"sigterm: instance {i} still running after "
+                              f"{GRACEFUL_EXIT_SECONDS} s")
+        return
+    took = time.monotonic() - started
+    fault.detail = f"instance {i} exited {code} in {took:.2f} s"
+    if code != 0:
+        fault.problems.append(f"sigterm: instance {i} exited {code}, not 0")
+    await asyncio.sleep(0.3)  # let the watchers notice the end
+    for watch in ctx.load.watches:
+        if watch.instance != i:
+            continue
+        ends = [e for e in watch.ends if started <= e.at]
+        if not ends:
+            fault.problems.append(f"sigterm: a stream on instance {i} was not ended")
+        elif not ends[0].clean:
+            fault.problems.append(f"sigterm: a stream on instance {i} was cut "
+                                  f"({ends[0].error}), not ended")
+
+
+_LOCKER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+"""
+
+
+async def write_lock(ctx: FaultContext, fault: Fault) -> None:
+    """Another process holds the SQLite file's write lock for 5 s: writes get 503,
+    never a 200 that could not have been committed."""
+    locker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _LOCKER, str(ctx.cluster.sqlite_path),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert locker.stdin is not None and locker.stdout is not None
+    try:
+        line = await asyncio.wait_for(locker.stdout.readline(), 15)
+        if line.strip() != b"locked":
+            fault.problems.append("write lock: the locker could not take the lock")
+            return
+        locked = time.monotonic()
+        await asyncio.sleep(5.0)  # past the server's 2 s lock wait, twice
+        released = time.monotonic()  # the lock is held at least until this moment
+    finally:
+        locker.stdin.write(b"release\n")
+        with contextlib.suppress(ConnectionError):
+            await locker.stdin.drain()
+        await locker.wait()
+    await asyncio.sleep(5.5)  # requests sent under the lock are answered by now
+    false = ctx.history.fresh_oks_between(locked, released)
+    refused = ctx.history.answered_between(locked - 5.0, released + 5.0, 503)
+    fault.detail = f"503 answers during the lock: {refused}"
+    for op in false:
+        fault.problems.append(f"write lock: {op.key} got a first-time 200 while another "
+                              "process held the write lock")
+    if refused == 0:
+        fault.detail += " (no write reached the lock: nothing tested)"
+
+
+async def disk_full(ctx: FaultContext, fault: Fault) -> None:
+    """The data directory's filesystem full for 3 s, then space again: writes get 503
+    (or commit into space SQLite already holds), then recover."""
+    directory = ctx.cluster.servers[0].data_dir
+    filler, written = await asyncio.to_thread(disk.fill, directory)
+    full = time.monotonic()
+    try:
+        await asyncio.sleep(3.0)
+    finally:
+        filler.unlink()
+    freed = time.monotonic()
+    refused = ctx.history.answered_between(full, freed + 3.0, 503)
+    deadline = freed + 10
+    while not ctx.history.fresh_oks_between(freed, time.monotonic()):
+        if time.monotonic() > deadline:
+            fault.problems.append("disk full: no write succeeded within 10 s of space "
+                                  "coming back")
+            break
+        await asyncio.sleep(0.1)
+    fault.detail = f"filled {written // 1024} KiB; 503 answers while full: {refused}"
+
+
+async def stall_streams(ctx: FaultContext, fault: Fault) -> None:
+    """Stream clients that never read: the others still get every push in time."""
+    i = _instance(ctx)
+    port = ctx.cluster.servers[i].port
+    stalled = []
+    for _ in range(STALLED_STREAMS):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        stalled.append(s)
+    await asyncio.sleep(0.1)
+    for s in stalled:
+        with contextlib.suppress(OSError):
+            s.send(b"GET /scores/stream HTTP/1.1\r\nHost: x\r\n\r\n")  # then never read
+    started = time.monotonic()
+    try:
+        await asyncio.sleep(STALL_SECONDS)
+    finally:
+        for s in stalled:
+            s.close()
+    for watch in ctx.load.watches:
+        if watch.instance != i:
+            continue
+        gaps = [g for at, g in watch.gaps if at >= started]
+        worst = max(gaps, default=time.monotonic() - started)
+        if worst > MAX_STREAM_GAP:
+            fault.problems.append(f"stalled streams: a reader on instance {i} went "
+                                  f"{worst:.1f} s without a push")
+    fault.detail = f"{STALLED_STREAMS} stalled streams on instance {i} for {STALL_SECONDS} s"
+
+
+async def postgres_restart(ctx: FaultContext, fault: Fault) -> None:
+    """PostgreSQL restarted (fast: sessions cut): 503 meanwhile, then recovery."""
+    took = await asyncio.to_thread(services.postgres_restart)
+    fault.detail = f"restart took {took:.1f} s"
+
+
+async def instance_kill(ctx: FaultContext, fault: Fault) -> None:
+    """One of two instances killed and kept down for 2-5 s: the other carries on."""
+    i = _instance(ctx)
+    down = ctx.rng.uniform(2, 5)
+    await ctx.cluster.kill(i)
+    killed = time.monotonic()
+    await asyncio.sleep(down)
+    carried = [op for op in ctx.history.fresh_oks_between(killed, time.monotonic())
+               if any(a.instance != i and a.status == 200 for a in op.attempts)]
+    fault.detail = f"instance {i} down {down:.1f} s; the others acknowledged {len(carried)}"
+    if not carried:
+        fault.problems.append(f"instance kill: nothing acknowledged while instance {i} was down")
+
+
+async def redis_kill(ctx: FaultContext, fault: Fault) -> None:
+    """Redis shut down (no save) for 1-3 s, then started empty."""
+    seconds = 30.0 if fault.scenario == "redis-away" else ctx.rng.uniform(1, 3)
+    config = await asyncio.to_thread(services.redis_stop)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await asyncio.to_thread(services.redis_start, config)
+    fault.detail = f"Redis down {seconds:.1f} s"
+
+
+async def redis_flush(ctx: FaultContext, fault: Fault) -> None:
+    """FLUSHDB on the cluster's Redis database: every cached ranking and key gone."""
+    assert ctx.cluster.redis_db is not None
+    await asyncio.to_thread(services.redis_flushdb, ctx.cluster.redis_db)
+    fault.detail = f"db {ctx.cluster.redis_db}"
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "sigkill": sigkill,
+    "sigkill-commit": sigkill_commit,
+    "sigstop": sigstop,
+    "sigterm": sigterm,
+    "write-lock": write_lock,
+    "disk-full": disk_full,
+    "stall-streams": stall_streams,
+    "postgres-restart": postgres_restart,
+    "instance-kill": instance_kill,
+    "redis-kill": redis_kill,
+    "redis-flush": redis_flush,
+    "redis-away": redis_kill,
+}
+
+# What each backend can be given (instance-kill needs two instances).
+FOR_BACKEND = {
+    "sqlite": ["sigkill", "sigkill-commit", "sigstop", "sigterm", "write-lock", "disk-full",
+               "stall-streams"],
+    "postgres-redis": ["sigkill", "sigkill-commit", "sigstop", "sigterm", "stall-streams",
+                       "postgres-restart", "instance-kill", "redis-kill", "redis-flush",
+                       "redis-away"],
+}

@@ -1,0 +1,25 @@
+"""Which faults a run injects, and in what order."""
+
+from __future__ import annotations
+
+from random import Random
+
+# The short run: each scenario once, the kills a few times (they are the cheapest and
+# the most likely to find a lost write). Redis away for 30 s is for the long run only.
+SHORT_REPEATS = {"sigkill": 3, "sigkill-commit": 3, "redis-away": 0}
+# The long run's weights: the cheap kills often, the slow faults less.
+LONG_WEIGHTS = {"sigkill": 6, "sigkill-commit": 6, "sigstop": 3, "instance-kill": 3,
+                "redis-away": 0.15, "postgres-restart": 1.5}
+
+
+def short_schedule(names: list[str]) -> list[str]:
+    return [name for name in names for _ in range(SHORT_REPEATS.get(name, 1))]
+
+
+def long_schedule(names: list[str], faults: int, rng: Random) -> list[str]:
+    """``faults`` faults, every scenario at least once, the rest drawn by weight."""
+    schedule = list(names)
+    weights = [LONG_WEIGHTS.get(name, 1.0) for name in names]
+    schedule += rng.choices(names, weights, k=max(0, faults - len(schedule)))
+    rng.shuffle(schedule)
+    return schedule
