@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
 from collections import defaultdict
@@ -20,9 +21,10 @@ import httpx
 import orjson
 
 from tests.faults import disk, services
-from tests.support import ServerProcess, postgres_schema
+from tests.support import POSTGRES, ServerProcess
 
 BACKENDS = ("sqlite", "postgres-redis")
+Redis = services.PrivateRedis | services.SystemRedis
 
 
 @dataclass
@@ -37,12 +39,12 @@ class StoreSnapshot:
 
 class Cluster:
     def __init__(self, root: Path, backend: str, servers: list[ServerProcess],
-                 database_url: str | None = None, redis_db: int | None = None) -> None:
+                 database_url: str | None = None, redis: Redis | None = None) -> None:
         self.root = root
         self.backend = backend
         self.servers = servers
         self.database_url = database_url
-        self.redis_db = redis_db
+        self.redis = redis
         self.paused: set[int] = set()
 
     # -- processes --------------------------------------------------------------
@@ -86,7 +88,8 @@ class Cluster:
         """Every service and every instance up again, whatever a fault left behind."""
         if self.backend == "postgres-redis":
             await asyncio.to_thread(services.ensure_postgres)
-            await asyncio.to_thread(services.redis_start, services.REDIS_DEFAULTS)
+        if self.redis is not None:
+            await asyncio.to_thread(self.redis.start)
         for i in list(self.paused):
             self.resume(i)
         for i in range(len(self.servers)):
@@ -180,9 +183,26 @@ def body_score(body: bytes) -> object:
 
 
 @contextlib.asynccontextmanager
+async def _schema() -> AsyncIterator[str]:
+    """A PostgreSQL schema of the run's own: ``tests.support.postgres_schema``, except
+    that no connection is held across the run (a PostgreSQL restart would cut it)."""
+    import psycopg
+
+    name = f"sb_faults_{os.urandom(6).hex()}"
+    async with await psycopg.AsyncConnection.connect(POSTGRES, autocommit=True) as conn:
+        await conn.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{name}"
+    finally:
+        await asyncio.to_thread(services.ensure_postgres)
+        async with await psycopg.AsyncConnection.connect(POSTGRES, autocommit=True) as conn:
+            await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@contextlib.asynccontextmanager
 async def cluster(root: Path, backend: str, instances: int = 1,
-                  disk_mb: int | None = None,
-                  env: dict[str, str] | None = None) -> AsyncIterator[Cluster]:
+                  disk_mb: int | None = None, env: dict[str, str] | None = None,
+                  system_redis: bool = False) -> AsyncIterator[Cluster]:
     """A started cluster; stopped (and its PostgreSQL schema dropped) afterwards."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -198,12 +218,17 @@ async def cluster(root: Path, backend: str, instances: int = 1,
             made = Cluster(root, backend, servers)
         else:
             await asyncio.to_thread(services.ensure_postgres)
-            url = await stack.enter_async_context(postgres_schema())
-            db = await asyncio.to_thread(services.redis_free_db)
+            url = await stack.enter_async_context(_schema())
+            redis: Redis = (services.SystemRedis() if system_redis
+                            else services.PrivateRedis(root / "redis"))
+            await asyncio.to_thread(redis.start)
+            if isinstance(redis, services.PrivateRedis):
+                stack.callback(redis.stop)
+            await asyncio.to_thread(redis.flushdb)
             env_pg = {**base_env, "SCOREBOARD_DATABASE_URL": url,
-                      "SCOREBOARD_REDIS_URL": f"redis://127.0.0.1:6379/{db}"}
+                      "SCOREBOARD_REDIS_URL": redis.url}
             servers = [ServerProcess(root / f"data{i}", env_pg) for i in range(instances)]
-            made = Cluster(root, backend, servers, url, db)
+            made = Cluster(root, backend, servers, url, redis)
         for n, server in enumerate(made.servers):
             # Logs beside, not in, the data directory: a full disk must not take them.
             (root / "logs").mkdir(parents=True, exist_ok=True)
@@ -219,6 +244,3 @@ async def cluster(root: Path, backend: str, instances: int = 1,
                 with contextlib.suppress(Exception):
                     await made.kill(i, signal.SIGTERM)
                     await made.kill(i, signal.SIGKILL)
-            if backend == "postgres-redis":
-                # The schema is dropped on the way out: PostgreSQL must be there for it.
-                await asyncio.to_thread(services.ensure_postgres)

@@ -232,20 +232,23 @@ async def instance_kill(ctx: FaultContext, fault: Fault) -> None:
 
 async def redis_kill(ctx: FaultContext, fault: Fault) -> None:
     """Redis shut down (no save) for 1-3 s, then started empty."""
+    redis = ctx.cluster.redis
+    assert redis is not None
     seconds = 30.0 if fault.scenario == "redis-away" else ctx.rng.uniform(1, 3)
-    config = await asyncio.to_thread(services.redis_stop)
+    await asyncio.to_thread(redis.stop)
     try:
         await asyncio.sleep(seconds)
     finally:
-        await asyncio.to_thread(services.redis_start, config)
+        await asyncio.to_thread(redis.start)
     fault.detail = f"Redis down {seconds:.1f} s"
 
 
 async def redis_flush(ctx: FaultContext, fault: Fault) -> None:
     """FLUSHDB on the cluster's Redis database: every cached ranking and key gone."""
-    assert ctx.cluster.redis_db is not None
-    await asyncio.to_thread(services.redis_flushdb, ctx.cluster.redis_db)
-    fault.detail = f"db {ctx.cluster.redis_db}"
+    redis = ctx.cluster.redis
+    assert redis is not None
+    await asyncio.to_thread(redis.flushdb)
+    fault.detail = f"db {redis.db}"
 
 
 SCENARIOS: dict[str, Scenario] = {

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=30)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--report", type=Path, help="also write the report to this file")
+    parser.add_argument("--system-redis", action="store_true",
+                        help="fault the machine's Redis on 6379 (a db in 8..15) instead of a "
+                             "redis-server of the run's own; it is always started again")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     names = args.scenarios.split(",") if args.scenarios else FOR_BACKEND[args.backend]
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     instances = args.instances or (1 if args.backend == "sqlite" else 2)
     schedule = (long_schedule(names, args.faults, random.Random(seed)) if args.long
                 else short_schedule(names))
-    plan = RunPlan(args.backend, schedule, instances, seed=seed, long=args.long)
+    plan = RunPlan(args.backend, schedule, instances, seed=seed, long=args.long,
+                   system_redis=args.system_redis)
     plan.shape.users = args.users
     if args.long:
         plan.replay_sample = 2000

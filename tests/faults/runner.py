@@ -30,6 +30,7 @@ class RunPlan:
     calm: tuple[float, float] = (0.3, 1.0)  # seconds of plain load between faults
     replay_sample: int = 200
     long: bool = False
+    system_redis: bool = False  # the machine's Redis on 6379 instead of one of the run's own
 
     @property
     def disk_mb(self) -> int | None:
@@ -76,7 +77,8 @@ async def run(root: Path, plan: RunPlan, log: bool = False) -> Report:
     faults: list[Fault] = []
     notes: list[str] = []
     started = time.monotonic()
-    async with cluster(root, plan.backend, plan.instances, plan.disk_mb) as c:
+    async with cluster(root, plan.backend, plan.instances, plan.disk_mb,
+                       system_redis=plan.system_redis) as c:
         run_id = f"r{os.getpid()}-{plan.seed}-{int(time.time())}"
         load = Load(c, history, plan.shape, rng, run_id)
         context = FaultContext(c, load, history, rng, plan.long)

@@ -1,17 +1,20 @@
 """The machine's own PostgreSQL and Redis, stopped and started for fault scenarios.
 
 Other tests need both, so every stop here comes with a start that runs whatever
-happens (``restored``), and ``ensure_up`` can be called at any time to bring them back.
+happens, and ``ensure_postgres`` / ``redis_start`` can be called at any time to bring
+them back. The Redis faults normally hit a redis-server of the run's own
+(``PrivateRedis``); ``SystemRedis`` is the machine's, for a run that asks for it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from pathlib import Path
+
+from tests.support import RedisProcess
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 # How Redis is started here when this module has to start it (it runs unsupervised,
@@ -119,16 +122,6 @@ def redis_stop() -> dict[str, str]:
     return config
 
 
-@contextlib.contextmanager
-def redis_down() -> Iterator[None]:
-    """Redis stopped for the body of the ``with``; started again whatever happens."""
-    config = redis_stop()
-    try:
-        yield
-    finally:
-        redis_start(config)
-
-
 def redis_flushdb(db: int) -> None:
     result = _redis_cli("-n", str(db), "flushdb")
     if result.returncode != 0:
@@ -146,3 +139,46 @@ def redis_free_db(candidates: range = range(8, 16)) -> int:
     db = candidates[-1]
     redis_flushdb(db)
     return db
+
+
+# -- the Redis a cluster uses ---------------------------------------------------------
+
+class PrivateRedis:
+    """A redis-server of the run's own (the machine's binary and flags, a free port), so
+    that killing it disturbs nobody else's tests. The cluster uses one db in 8..15."""
+
+    def __init__(self, data_dir: Path, db: int = 8) -> None:
+        self._process = RedisProcess(data_dir)
+        self.port = self._process.port
+        self.db = db
+        self.url = f"redis://{REDIS_HOST}:{self.port}/{db}"
+
+    def start(self) -> None:
+        if self._process.proc is None or self._process.proc.poll() is not None:
+            self._process.start()
+
+    def stop(self) -> None:
+        _run("redis-cli", "-p", str(self.port), "shutdown", "nosave", timeout=10)
+        self._process.kill()  # if the shutdown did not finish it
+
+    def flushdb(self) -> None:
+        _run("redis-cli", "-p", str(self.port), "-n", str(self.db), "flushdb", timeout=10)
+
+
+class SystemRedis:
+    """The machine's Redis on 6379, a db of its own in 8..15 (flushed). Stopping it
+    stops it for everyone: it is always started again (``heal``)."""
+
+    def __init__(self) -> None:
+        self.db = redis_free_db()
+        self.url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.db}"
+        self._config = dict(REDIS_DEFAULTS)
+
+    def start(self) -> None:
+        redis_start(self._config)
+
+    def stop(self) -> None:
+        self._config = redis_stop()
+
+    def flushdb(self) -> None:
+        redis_flushdb(self.db)
