@@ -36,6 +36,10 @@ class FailoverRanking:
         # Writes go to Redis from before a rebuild reads the store, so none falls between
         # the two; reads (link.up) only once the rebuild is complete.
         self._mirroring = False
+        self._restoring = False
+        # Totals this instance committed that Redis did not take (away, or refusing while
+        # its board is rebuilt): applied once it is back. Newest per user.
+        self._unmirrored: dict[str, UserTotal] = {}
 
     async def rebuild(self, totals: Iterable[UserTotal], banned: set[str]) -> None:
         self._mirroring = True
@@ -54,7 +58,12 @@ class FailoverRanking:
             try:
                 return await self._redis.apply(totals)
             except FAILURES as error:
-                self._lost(error)
+                if not self._restoring:
+                    self._lost(error)
+        for total in totals:
+            held = self._unmirrored.get(total.user_id)
+            if held is None or held.seq < total.seq:
+                self._unmirrored[total.user_id] = total
         return True  # the board is read from the store: any write may have changed it
 
     async def remove(self, user_id: str) -> bool:
@@ -118,13 +127,30 @@ class FailoverRanking:
         return "empty"
 
     async def _restore(self) -> None:
+        """Rebuild from the store, then apply what this instance wrote meanwhile: a write
+        committed after the store was read, refused by the board being rebuilt, is kept
+        in ``_unmirrored`` and lands here."""
         started = time.perf_counter()
-        self._mirroring = True  # before the store is read: no write falls in between
-        totals, banned = await self._store.totals(), await self._store.banned()
-        await self.rebuild(totals, banned)
-        if self._link.up:
-            log.info("ranking_rebuilt", source="store", users=len(totals),
-                     seconds=round(time.perf_counter() - started, 3))
+        self._mirroring = self._restoring = True  # before the store is read
+        try:
+            totals, banned = await self._store.totals(), await self._store.banned()
+            await self._redis.rebuild(totals, banned)
+            self._version = await self._redis.raise_version(self._version)
+            while self._unmirrored:
+                held = list(self._unmirrored.values())
+                await self._redis.apply(held)
+                for total in held:  # unless a newer one came meanwhile
+                    if self._unmirrored.get(total.user_id) is total:
+                        del self._unmirrored[total.user_id]
+        except FAILURES as error:
+            self._mirroring = False
+            log.warning("redis_rebuild_failed", detail=f"{type(error).__name__}: {error}"[:200])
+            return
+        finally:
+            self._restoring = False
+        self._link.back()
+        log.info("ranking_rebuilt", source="store", users=len(totals),
+                 seconds=round(time.perf_counter() - started, 3))
 
     def _lost(self, reason: BaseException | str) -> None:
         self._mirroring = False
