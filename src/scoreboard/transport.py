@@ -12,7 +12,10 @@
   bytes without the end of the head the connection gets ``431`` and is closed. Heads
   that do end under the cap are measured exactly by the app (``api/edge.py``);
 - ``limit_concurrency`` answered like every other error (problem+json, ``nosniff``)
-  instead of uvicorn's plain-text ``503``.
+  instead of uvicorn's plain-text ``503``;
+- ``DirectBody`` (the ASGI extension ``scoreboard.direct_body``): a streaming response
+  can write pre-framed chunks straight to the socket — the live hub's pushes, the same
+  bytes to every client, without a send coroutine per client.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, ClassVar
 import structlog
 from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from scoreboard.api.edge import MAX_HEAD_BYTES
@@ -37,6 +40,7 @@ security_log = structlog.get_logger("scoreboard.security")
 # the raw bytes also hold the request line's method and version, separators and
 # optional whitespace, so the cut on raw bytes sits a little above the app's limit.
 HEAD_CAP = MAX_HEAD_BYTES + 1024
+DIRECT_BODY = "scoreboard.direct_body"
 _EARLY = 0.005  # a timer may run up to this much before its time (millisecond clock)
 _OVERLOAD_LOG_INTERVAL = 10.0
 
@@ -70,6 +74,31 @@ async def _overloaded(scope: Scope, receive: ASGIReceiveCallable, send: ASGISend
         headers.append((b"strict-transport-security", b"max-age=63072000"))
     await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": _OVERLOADED, "more_body": False})
+
+
+class DirectBody:
+    """Writes whole chunks of a chunked response body straight to the transport.
+
+    ``write`` is for the middle of a body whose head went out through the ASGI ``send``
+    (so uvicorn chose chunked encoding); the caller frames the chunk once, for every
+    connection (``chunk``). It writes only when the connection is open and its socket
+    keeps up, and otherwise returns False: the caller then uses ``send``, which waits
+    for the socket. uvicorn's send does exactly this write for a chunk; the end of the
+    body still goes through ``send``, so uvicorn's own state stays true.
+    """
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self._cycle = cycle
+
+    def write(self, framed_chunk: bytes) -> bool:
+        cycle = self._cycle
+        if (cycle.disconnected or cycle.response_complete or cycle.chunked_encoding is not True
+                or cycle.flow.write_paused or not cycle.response_started):
+            return False
+        cycle.transport.write(framed_chunk)
+        return True
 
 
 class ReceiptProtocol(HttpToolsProtocol):
@@ -204,6 +233,10 @@ class ReceiptProtocol(HttpToolsProtocol):
                 self.app = self._app
             return
         HttpToolsProtocol.on_headers_complete(self)
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # not an upgrade
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[DIRECT_BODY] = DirectBody(cycle)
 
     def on_message_complete(self) -> None:
         self._receiving = False

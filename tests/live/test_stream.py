@@ -195,3 +195,33 @@ async def test_websocket_messages_are_small(server: Server) -> None:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 2)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_a_push_is_one_chunk_holding_one_event(server: Server) -> None:
+    """Pushes go straight to the socket, framed once for every client: each must still
+    be a well-formed chunk of the chunked body, holding exactly one event."""
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"GET /scores/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert b"transfer-encoding: chunked" in head.lower()
+
+        async def next_chunk() -> bytes:
+            size = int(await asyncio.wait_for(reader.readuntil(b"\r\n"), 2), 16)
+            data = await asyncio.wait_for(reader.readexactly(size + 2), 2)
+            assert data.endswith(b"\r\n")
+            return data[:-2]
+
+        assert (await next_chunk()).startswith(b"retry: ")
+        assert (await next_chunk()).startswith(b"event: scores\nid: ")  # the snapshot
+        for i in range(3):
+            await server.post(f"chunked{i}", 10 + i)
+            pushed = await next_chunk()
+            assert pushed.startswith(b"event: scores\nid: ") and pushed.endswith(b"\n\n")
+            assert pushed.count(b"event: ") == 1
+            rows = json.loads(pushed.split(b"data: ", 1)[1])
+            assert rows[0] == {"rank": 1, "user_id": f"chunked{i}", "name": f"chunked{i}",
+                               "score": 10 + i}
+    finally:
+        writer.close()

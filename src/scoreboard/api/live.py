@@ -16,6 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 from scoreboard.api.problems import PROBLEM_TYPE, problem_body
 from scoreboard.errors import ScoreboardError
 from scoreboard.live import SSE_PING, SSE_RETRY, Frames, Hub, Subscriber
+from scoreboard.transport import DIRECT_BODY
 
 log = structlog.get_logger("scoreboard.live")
 
@@ -60,7 +61,10 @@ class LiveRoutes:
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A refusal (too many streams) raises here and is answered as problem+json.
-        subscriber = self._hub.join(_address(scope), send, _sse_message, _SSE_PING_MESSAGE)
+        body = scope.get("extensions", {}).get(DIRECT_BODY)
+        direct = None if body is None else lambda frames: body.write(frames.sse_chunk)
+        subscriber = self._hub.join(_address(scope), send, _sse_message, _SSE_PING_MESSAGE,
+                                    direct)
         watcher = asyncio.create_task(_watch_http(receive, subscriber))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
