@@ -2,7 +2,12 @@
 
 Run from the project root: ``.venv/bin/python bench/fanout_bench.py [--clients 1000,5000]``.
 The server is pinned to core 0 and this process (the load generator: every SSE client
-and the writer) to core 1. Each client count gets a fresh server and database. See
+and the writer) to core 1. Each client count gets a fresh server and database.
+
+``--configs`` (or ``--compare``) also runs the shared configuration: PostgreSQL (a fresh
+schema per round) and a private redis-server (pinned to core 0 with the server), and
+``cross``: two instances A and B of it, both on core 0, every SSE client on B and every
+write sent to A, so each update reaches B's clients through Redis pub/sub. See
 bench/README.md for what is measured, the latency definition and the targets.
 """
 
@@ -12,12 +17,11 @@ import argparse
 import asyncio
 import gc
 import json
-import math
 import os
+import re
 import resource
 import secrets
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,14 +29,25 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
 
 import httpx
 
-from procs import free_port, stop, token, wait_until_up
+from procs import (
+    DEFAULT_POSTGRES,
+    RedisServer,
+    free_port,
+    load_average,
+    postgres_schema,
+    private_redis,
+    redis_problems,
+    stop,
+    token,
+    wait_until_up,
+)
 
 try:  # uvicorn[standard] brings uvloop; plain asyncio works too, only slower
     import uvloop
@@ -51,12 +66,21 @@ TARGET_KB_PER_CONN = 16.0  # server RSS per idle connection
 FD_MARGIN = 256  # descriptors beyond one per client: listener, database, log, POSTs
 CLIENT_BUSY = 0.9  # load generator CPU share above which its latencies are suspect
 LAG_STEP = 0.01  # event-loop lag probe period, seconds
+# The configurations: where the server stores, whether it shares through Redis, and
+# whether the writes land on another instance than the one the clients watch.
+CONFIGS = {
+    "embedded": "embedded",  # SQLite in the round's data dir, in-process broker
+    "postgres": "PostgreSQL",  # PostgreSQL, in-process broker
+    "shared": "PG+Redis",  # PostgreSQL + Redis, one instance
+    "cross": "cross A->B",  # PostgreSQL + Redis, writes to A, clients on B
+}
+WRITE_USER = re.compile(r"w(\d+)")
 
 LATENCY_DEFINITION = (
     "latency = time a client received an event - send time of the OLDEST write that "
-    "event is the first to show that client (ledger ids after its previous event's id, "
-    "up to this one's); coalesced writes count once, by their oldest; one sample per "
-    "(client, event) after the snapshot"
+    "event is the first to show that client (writes in this event's top 10 that were "
+    "not in its previous event's); coalesced writes count once, by their oldest; one "
+    "sample per (client, event) after the snapshot"
 )
 
 
@@ -76,12 +100,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="connections opened at once; uvicorn's accept backlog is 2048")
     parser.add_argument("--connect-timeout", type=float, default=60.0,
                         help="seconds a batch may take to get every snapshot")
+    parser.add_argument(
+        "--configs", type=config_list, default=["embedded"],
+        help=f"comma-separated configurations, each at every --clients: {', '.join(CONFIGS)} "
+        "(embedded: SQLite; postgres: PostgreSQL; shared: PostgreSQL + Redis; cross: "
+        "PostgreSQL + Redis, writes to instance A, clients on instance B)",
+    )
+    parser.add_argument("--compare", action="store_true",
+                        help="--configs embedded,shared,cross: side by side")
+    parser.add_argument("--postgres", metavar="URL", default=DEFAULT_POSTGRES,
+                        help="the PostgreSQL for postgres/shared/cross; each round gets a "
+                        f"fresh schema, dropped afterwards (default {DEFAULT_POSTGRES})")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, db)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write JSON")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.batch < 1:
         parser.error("--rate, --duration and --batch must be positive")
+    if args.compare:
+        args.configs = ["embedded", "shared", "cross"]
     return args
+
+
+def config_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names or set(names) - set(CONFIGS) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(CONFIGS)}")
+    return names
 
 
 def client_counts(text: str) -> list[int]:
@@ -162,7 +206,7 @@ class Server:
 
 
 def server_env(data_dir: Path, secret: str, max_increment: int,
-               push_ms: int | None) -> dict[str, str]:
+               push_ms: int | None, shared: Shared) -> dict[str, str]:
     # Drop inherited SCOREBOARD_* so a developer's shell cannot change what is measured.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCOREBOARD_")}
     env |= {
@@ -176,11 +220,23 @@ def server_env(data_dir: Path, secret: str, max_increment: int,
     }
     if push_ms is not None:
         env["SCOREBOARD_PUSH_INTERVAL_MS"] = str(push_ms)
+    if shared.database_url:
+        env["SCOREBOARD_DATABASE_URL"] = shared.database_url
+    if shared.redis is not None:
+        env["SCOREBOARD_REDIS_URL"] = shared.redis.url
     return env
 
 
+@dataclass
+class Shared:
+    """What the instances of one round share: a PostgreSQL schema and a Redis, if any."""
+
+    database_url: str | None = None  # None: each instance's own SQLite
+    redis: RedisServer | None = None
+
+
 def start_server(tmp: Path, name: str, secret: str, max_increment: int,
-                 push_ms: int | None, servers: list[Server]) -> Server:
+                 push_ms: int | None, servers: list[Server], shared: Shared) -> Server:
     run_dir = tmp / name
     (run_dir / "data").mkdir(parents=True)
     port = free_port()
@@ -188,7 +244,7 @@ def start_server(tmp: Path, name: str, secret: str, max_increment: int,
         "taskset", "-c", "0", str(ROOT / ".venv/bin/scoreboard"),
         "serve", "--host", "127.0.0.1", "--port", str(port),
     ]
-    env = server_env(run_dir / "data", secret, max_increment, push_ms)
+    env = server_env(run_dir / "data", secret, max_increment, push_ms, shared)
     with open(run_dir / "server.log", "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 preexec_fn=child_fd_limit)
@@ -222,7 +278,12 @@ def bench_dir(keep_tmp: bool) -> Iterator[tuple[Path, list[Server]]]:
 class Fleet:
     """What all clients of one round share: how many have their snapshot, or failed."""
 
-    def __init__(self) -> None:
+    def __init__(self, tops: dict[int, tuple[int, ...]] | None = None) -> None:
+        # version -> the bench writes (POST indices) in that version's top 10, read
+        # from the first event any client got with that version: every client gets
+        # the same board for the same version, so each is parsed once.
+        self.tops: dict[int, tuple[int, ...]] = {} if tops is None else tops
+        self.bad_data = 0  # data lines that were not a top-10 JSON list
         self.expected = 0
         self.ready = 0
         self.failures: Counter[str] = Counter()
@@ -244,6 +305,18 @@ class Fleet:
         self.failures[reason] += count
         self._check()
 
+    def learn(self, version: int, line: bytes) -> None:
+        """Record which bench writes the board of ``version`` shows (its data: line)."""
+        try:
+            entries = json.loads(line.removeprefix(b"data: "))
+            users = [str(entry["user_id"]) for entry in entries]
+        except (ValueError, TypeError, KeyError):
+            self.bad_data += 1
+            self.tops[version] = ()
+            return
+        self.tops[version] = tuple(
+            int(m[1]) for user in users if (m := WRITE_USER.fullmatch(user)))
+
     @property
     def waiting(self) -> int:
         return self.expected - self.ready - sum(self.failures.values())
@@ -257,8 +330,10 @@ class SseClient(asyncio.Protocol):
     """A raw HTTP/1.1 SSE client that keeps only each event's id and receive time.
 
     10,000 of these share one core at ~100k events/s, so the per-read work is two
-    ``bytes.find`` calls per event. Frames arrive chunk-encoded, one frame per chunk,
-    so a chunk header never falls inside an ``id:`` line.
+    ``bytes.find`` calls and a dict lookup per event; only the first client to see a
+    version parses its ``data:`` line (``Fleet.learn``). Frames arrive chunk-encoded,
+    one frame per chunk, so a chunk header never falls inside an ``id:`` or ``data:``
+    line.
     """
 
     __slots__ = ("fleet", "head", "ids", "in_body", "request", "rest", "times", "transport")
@@ -287,12 +362,20 @@ class SseClient(asyncio.Protocol):
         buf = self.rest + data if self.rest else data
         had = len(self.ids)
         start = 0
+        tops = self.fleet.tops
         while (i := buf.find(b"\nid: ", start)) >= 0:
             end = buf.find(b"\n", i + 5)
             if end < 0:
                 self.rest = buf[i:]
                 break
-            self.ids.append(int(buf[i + 5:end]))
+            version = int(buf[i + 5:end])
+            if version not in tops:  # the first to see it: read the board it shows
+                stop = buf.find(b"\n", end + 1)
+                if stop < 0:  # the data line is cut by this read: take it up next time
+                    self.rest = buf[i:]
+                    break
+                self.fleet.learn(version, buf[end + 1:stop])
+            self.ids.append(version)
             self.times.append(now)
             start = end
         else:
@@ -367,9 +450,9 @@ async def connect_all(fleet: Fleet, port: int, n: int, batch: int,
     return clients
 
 
-async def current_version(port: int) -> int | None:
+async def current_version(port: int, tops: dict[int, tuple[int, ...]]) -> int | None:
     """The version a new subscriber gets in its snapshot: the server's newest state."""
-    fleet = Fleet()
+    fleet = Fleet(tops)
     clients = await connect_batch(fleet, port, 1)
     with suppress(TimeoutError):
         await asyncio.wait_for(fleet.settled.wait(), 10)
@@ -432,25 +515,6 @@ async def post_one(client: httpx.AsyncClient, i: int, tok: str, writes: Writes) 
         writes.off_board.add(i)
 
 
-def ledger_order(db: Path, posts: int) -> list[int] | None:
-    """POST index of each ledger id 1..posts, read from the bench's own database.
-
-    The stream's version is the ledger id of the newest applied increment; concurrent
-    POSTs may commit out of send order, so the order is read, not assumed. None if the
-    file does not hold exactly the bench's writes (then send order is assumed).
-    """
-    try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-            rows = conn.execute("SELECT id, user_id FROM ledger ORDER BY id").fetchall()
-    except sqlite3.Error:
-        return None
-    order = [int(user[1:]) for _id, user in rows if user.startswith("w")]
-    if [row[0] for row in rows] != list(range(1, posts + 1)) or sorted(order) != list(
-            range(posts)):
-        return None
-    return order
-
-
 async def lag_probe(lags: list[float]) -> None:
     """How late this process's loop wakes up: the client's own queueing delay."""
     while True:
@@ -465,6 +529,8 @@ async def lag_probe(lags: list[float]) -> None:
 @dataclass
 class Round:
     clients: int
+    config: str = "embedded"
+    load_average: str = ""  # the machine's, when the round started
     connected: int = 0
     connect_s: float = 0.0
     connect_server_cpu_pct: float = 0.0
@@ -478,11 +544,12 @@ class Round:
     post_max_ms: float = 0.0
     post_max_late_ms: float = 0.0
     write_s: float = 0.0
-    ledger_order: str = ""  # "read" from the database, or "assumed" (send order)
-    reordered: int = 0  # POSTs whose ledger id is not their send position + 1
     off_board: int = 0  # POSTs that never reached the top 10 (left out of latency)
     largest_head_kb: float = 0.0  # largest /scores/stream response head
     server_version: int | None = None
+    final_top: int | None = None  # the bench write on top of the final board
+    wrong_totals: dict[str, str] = field(default_factory=dict)  # GET /users/w<i> != i + 1
+    same_version: int = 0  # clients whose last event has the final version's id
     on_final: int = 0
     events: int = 0
     pushes: int = 0
@@ -496,11 +563,14 @@ class Round:
     kb_per_conn: float = 0.0
     server_fds: int = 0
     live_gauge: float | None = None
-    server_cpu_pct: float = 0.0
+    server_cpu_pct: float = 0.0  # the instance the clients watch (B in cross)
+    writer_cpu_pct: float | None = None  # cross: instance A, which takes the writes
+    redis_cpu_pct: float | None = None
     client_cpu_pct: float = 0.0
     client_lag_p99_ms: float = 0.0
     client_lag_max_ms: float = 0.0
     dropped: dict[str, float] = field(default_factory=dict)
+    bad_data: int = 0
     log_lines: list[str] = field(default_factory=list)
 
 
@@ -510,14 +580,16 @@ class Raw:
 
     clients: list[SseClient]
     writes: Writes
+    tops: dict[int, tuple[int, ...]]
 
 
 class CpuMeter:
     """CPU share of the server and of this process over a stretch of wall time."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pid: int, others: tuple[int, ...] = ()) -> None:
+        self.pid, self.others = pid, others
         self.server, self.own, self.wall = cpu_seconds(pid), time.process_time(), time.monotonic()
+        self.other = [cpu_seconds(other) for other in others]
 
     def shares(self) -> tuple[float, float, float]:
         """(server %, this process %, seconds) since construction."""
@@ -525,10 +597,17 @@ class CpuMeter:
         return (100 * (cpu_seconds(self.pid) - self.server) / wall,
                 100 * (time.process_time() - self.own) / wall, wall)
 
+    def other_shares(self) -> list[float]:
+        """CPU % of each of ``others`` since construction."""
+        wall = time.monotonic() - self.wall
+        return [100 * (cpu_seconds(pid) - before) / wall
+                for pid, before in zip(self.others, self.other, strict=True)]
 
-async def run_round(server: Server, n: int, tokens: list[str],
-                    args: argparse.Namespace) -> tuple[Round, Raw]:
-    result = Round(clients=n)
+
+async def run_round(server: Server, writer: Server, redis_pid: int | None, n: int,
+                    tokens: list[str], args: argparse.Namespace,
+                    result: Round) -> tuple[Round, Raw]:
+    """Clients on ``server``, writes to ``writer`` (the same one unless cross)."""
     pid = server.proc.pid
     fleet = Fleet()
     clients: list[SseClient] = []
@@ -545,10 +624,11 @@ async def run_round(server: Server, n: int, tokens: list[str],
         result.rss_after_kb, result.server_fds = rss_kb(pid), open_fds(pid)
         result.kb_per_conn = (result.rss_after_kb - result.rss_before_kb) / max(1, fleet.ready)
         result.live_gauge = await metric(server.url, "scoreboard_live_connections")
-        writes = await measured_writes(server, tokens, args, result)
+        writes = await measured_writes(server, writer, redis_pid, tokens, args, result)
         # Let the last coalesced push reach everyone before judging the final state.
         await asyncio.sleep(max(1.0, 5 * (args.push_interval_ms or DEFAULT_PUSH_MS) / 1000))
-        result.server_version = await current_version(server.port)
+        result.server_version = await current_version(server.port, fleet.tops)
+        result.wrong_totals = await wrong_totals(server.url, len(tokens))
         result.dropped = await dropped(server.url)
     finally:
         fleet.closing = True
@@ -557,18 +637,27 @@ async def run_round(server: Server, n: int, tokens: list[str],
         gc.unfreeze()
     result.failures, result.lost = dict(fleet.failures), fleet.lost
     result.largest_head_kb = fleet.largest_head / 1024
+    result.bad_data = fleet.bad_data
     await asyncio.sleep(0.5)  # let the closes reach the server before it is stopped
-    return result, Raw(clients, writes)
+    return result, Raw(clients, writes, fleet.tops)
 
 
-async def measured_writes(server: Server, tokens: list[str], args: argparse.Namespace,
+async def measured_writes(server: Server, writer: Server, redis_pid: int | None,
+                          tokens: list[str], args: argparse.Namespace,
                           result: Round) -> Writes:
-    """The write phase, with the server's and this process's CPU use over it."""
+    """The write phase, with the servers', Redis' and this process's CPU use over it."""
     lags: list[float] = []
     probe = asyncio.create_task(lag_probe(lags))
-    meter = CpuMeter(server.proc.pid)
-    writes = await write_phase(server.url, tokens, args.rate)
+    others = tuple(p for p in (writer.proc.pid, redis_pid)
+                   if p is not None and p != server.proc.pid)
+    meter = CpuMeter(server.proc.pid, others)
+    writes = await write_phase(writer.url, tokens, args.rate)
     result.server_cpu_pct, result.client_cpu_pct, result.write_s = meter.shares()
+    other = dict(zip(others, meter.other_shares(), strict=True))
+    if writer is not server:
+        result.writer_cpu_pct = other[writer.proc.pid]
+    if redis_pid is not None:
+        result.redis_cpu_pct = other[redis_pid]
     probe.cancel()
     with suppress(asyncio.CancelledError):
         await probe
@@ -584,6 +673,19 @@ async def measured_writes(server: Server, tokens: list[str], args: argparse.Name
     result.post_max_late_ms = writes.max_late_ms
     result.off_board = len(writes.off_board)
     return writes
+
+
+async def wrong_totals(url: str, posts: int) -> dict[str, str]:
+    """Every bench user's total as the watched instance answers it: w<i> must have i + 1
+    (a lost or doubled update shows here, also one off the top 10)."""
+    wrong: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        for i in range(posts):
+            response = await client.get(f"/users/w{i}")
+            score = response.json().get("score") if response.status_code == 200 else None
+            if score != i + 1:
+                wrong[f"w{i}"] = f"{response.status_code} {response.text[:80]}"
+    return wrong
 
 
 async def metric(url: str, name: str) -> float | None:
@@ -607,43 +709,45 @@ async def dropped(url: str) -> dict[str, float]:
 # --- analysis ---------------------------------------------------------------------
 
 
-def summarise(result: Round, raw: Raw, order: list[int] | None) -> None:
+def summarise(result: Round, raw: Raw) -> None:
     """Latency over every (client, event) pair after the snapshot; see LATENCY_DEFINITION.
 
-    ``order[L - 1]`` is the POST that got ledger id L. A client whose previous event had
-    version P and whose new one has V > P receives ledger ids P+1..V; the latency is
-    measured from the earliest send among them.
+    ``raw.tops[V]`` lists the bench writes (POST indices) in the top 10 of version V. A
+    client whose previous event had version P and whose new one has V > P is shown the
+    writes in ``tops[V]`` but not in ``tops[P]``; the latency is measured from the
+    earliest send among them. Versions are only compared, never counted: they are
+    clock-based (microseconds), not ledger ids.
     """
     posts = len(raw.writes.sent)
-    result.ledger_order = "read" if order is not None else "assumed"
-    order = order if order is not None else list(range(posts))
-    result.reordered = sum(index != position for position, index in enumerate(order))
-    # Send time of ledger id L at L - 1; a write never on the board is never delivered.
-    by_ledger = [math.inf if index in raw.writes.off_board else raw.writes.sent[index]
-                 for index in order]
-    oldest: dict[tuple[int, int], float] = {}  # few distinct (P, V) pairs: cache them
+    tops, sent = raw.tops, raw.writes.sent
+    final_board = tops.get(result.server_version or -1)
+    result.final_top = final_board[0] if final_board else None
+    oldest: dict[tuple[int, int], float | None] = {}  # few distinct (P, V): cache them
     latencies: list[float] = []
     anomalies: Counter[str] = Counter(result.anomalies)
     for client in raw.clients:
         ids, times = client.ids, client.times
         result.events += len(ids)
-        result.on_final += bool(ids) and ids[-1] == posts
-        if ids and ids[0] != 0:
-            anomalies["snapshot_version_not_0"] += 1
+        if ids:
+            result.same_version += ids[-1] == result.server_version
+            result.on_final += final_board is not None and tops.get(ids[-1]) == final_board
+            if tops.get(ids[0]):
+                anomalies["snapshot_shows_a_write"] += 1
         for k in range(1, len(ids)):
             previous, version = ids[k - 1], ids[k]
             if version <= previous:
                 anomalies["version_did_not_grow"] += 1
-            elif version > posts:
-                anomalies["version_beyond_last_post"] += 1
+                continue
+            key = (previous, version)
+            if key not in oldest:
+                before = tops.get(previous, ())
+                new = [sent[j] for j in tops.get(version, ()) if j < posts and j not in before]
+                oldest[key] = min(new) if new else None
+            first = oldest[key]
+            if first is None:
+                anomalies["push_without_new_write"] += 1
             else:
-                key = (previous, version)
-                if key not in oldest:
-                    oldest[key] = min(by_ledger[previous:version])
-                if oldest[key] == math.inf:
-                    anomalies["push_without_visible_write"] += 1
-                else:
-                    latencies.append((times[k] - oldest[key]) * 1000)
+                latencies.append((times[k] - first) * 1000)
     result.pushes = result.events - sum(1 for c in raw.clients if c.ids)
     latencies.sort()
     result.samples = len(latencies)
@@ -662,27 +766,34 @@ def percentile(values: list[float], q: float) -> float:
 
 def problems_of(result: Round) -> list[str]:
     problems = []
+    tag = f"{result.config} N={result.clients}"
     if result.failures:
-        problems.append(f"N={result.clients}: connections failed {result.failures}")
+        problems.append(f"{tag}: connections failed {result.failures}")
     if result.lost:
-        problems.append(f"N={result.clients}: {result.lost} streams ended during the run")
+        problems.append(f"{tag}: {result.lost} streams ended during the run")
     if set(result.post_statuses) != {"200"}:
-        problems.append(f"N={result.clients}: POST statuses {result.post_statuses}")
-    if result.ledger_order != "read":
-        problems.append(f"N={result.clients}: could not read the ledger order; assumed the "
-                        "send order, so latencies may be off by a write")
-    if result.server_version != result.posts:
+        problems.append(f"{tag}: POST statuses {result.post_statuses}")
+    if result.server_version is None:
+        problems.append(f"{tag}: a new stream got no snapshot after the writes")
+    elif result.final_top != result.posts - 1:
         problems.append(
-            f"N={result.clients}: server version {result.server_version} after "
-            f"{result.posts} POSTs: version != ledger id of the last write, latencies are "
-            "unreliable"
-        )
+            f"{tag}: the final board (version {result.server_version}) has write "
+            f"{result.final_top} on top, not the last one ({result.posts - 1})")
+    if result.wrong_totals:
+        sample = dict(list(result.wrong_totals.items())[:5])
+        problems.append(f"{tag}: {len(result.wrong_totals)} bench users with a wrong total "
+                        f"(w<i> must have i + 1), e.g. {sample}")
+    if result.on_final != result.clients:
+        problems.append(f"{tag}: {result.clients - result.on_final} clients not on the final "
+                        "board")
+    if result.bad_data:
+        problems.append(f"{tag}: {result.bad_data} events whose data was not a top-10 list")
     if result.anomalies:
-        problems.append(f"N={result.clients}: anomalies {result.anomalies}")
+        problems.append(f"{tag}: anomalies {result.anomalies}")
     if result.dropped:
-        problems.append(f"N={result.clients}: server dropped streams {result.dropped}")
+        problems.append(f"{tag}: server dropped streams {result.dropped}")
     if result.log_lines:
-        problems.append(f"N={result.clients}: {len(result.log_lines)} server log lines")
+        problems.append(f"{tag}: {len(result.log_lines)} server/Redis log lines")
     return problems
 
 
@@ -691,63 +802,92 @@ def problems_of(result: Round) -> list[str]:
 
 def print_table(rounds: list[Round]) -> None:
     print()
-    print(f"{'clients':>8}{'ready':>8}{'conn s':>8}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
-          f"{'final':>8}{'events':>9}{'KB/conn':>9}{'srv CPU':>9}{'gen CPU':>9}"
-          f"{'gen lag':>9}")
+    print(f"{'config':<12}{'clients':>8}{'ready':>8}{'conn s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+          f"{'max ms':>8}{'final':>8}{'events':>9}{'KB/conn':>9}{'srv CPU':>9}"
+          f"{'A CPU':>7}{'redis':>7}{'gen CPU':>9}{'gen lag':>9}")
     for r in rounds:
-        print(f"{r.clients:>8}{r.connected:>8}{r.connect_s:>8.1f}{r.p50_ms:>8.1f}"
-              f"{r.p99_ms:>8.1f}{r.max_ms:>8.1f}{r.on_final:>8}{r.events:>9}"
-              f"{r.kb_per_conn:>9.1f}{r.server_cpu_pct:>8.0f}%{r.client_cpu_pct:>8.0f}%"
-              f"{r.client_lag_p99_ms:>9.1f}")
-    print("ready: clients that got their snapshot; final: clients whose last event is the "
-          "last POST's version;\nevents: snapshots + pushes received; KB/conn: server RSS "
-          "growth / ready clients (idle);\nsrv/gen CPU: server / load generator CPU over the "
-          "write phase; gen lag: p99 ms the generator's loop woke late.")
+        print(f"{CONFIGS[r.config]:<12}{r.clients:>8}{r.connected:>8}{r.connect_s:>8.1f}"
+              f"{r.p50_ms:>8.1f}{r.p99_ms:>8.1f}{r.max_ms:>8.1f}{r.on_final:>8}{r.events:>9}"
+              f"{r.kb_per_conn:>9.1f}{r.server_cpu_pct:>8.0f}%{pct(r.writer_cpu_pct):>7}"
+              f"{pct(r.redis_cpu_pct):>7}{r.client_cpu_pct:>8.0f}%{r.client_lag_p99_ms:>9.1f}")
+    print("ready: clients that got their snapshot; final: clients whose last event shows the "
+          "board a new stream gets after the writes;\nevents: snapshots + pushes received; "
+          "KB/conn: server RSS growth / ready clients (idle);\nsrv CPU: the instance the "
+          "clients watch (B in cross); A CPU: the instance taking the writes in cross; "
+          "redis: the private redis-server;\ngen CPU: load generator CPU over the write phase; "
+          "gen lag: p99 ms the generator's loop woke late.")
     print(LATENCY_DEFINITION + ".")
 
 
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def side_by_side(rounds: list[Round]) -> None:
+    """One row per client count, one column group per configuration."""
+    configs = list(dict.fromkeys(r.config for r in rounds))
+    if len(configs) < 2:
+        return
+    by = {(r.config, r.clients): r for r in rounds}
+    print()
+    print("side by side: write-to-receive p50 / p99 / max ms, clients on the final board")
+    print(f"{'clients':>8}" + "".join(f"{CONFIGS[c]:>26}" for c in configs))
+    for n in dict.fromkeys(r.clients for r in rounds):
+        cells = []
+        for c in configs:
+            r = by.get((c, n))
+            cells.append("-" if r is None else
+                         f"{r.p50_ms:.0f}/{r.p99_ms:.0f}/{r.max_ms:.0f} {r.on_final}/{r.clients}")
+        print(f"{n:>8}" + "".join(f"{cell:>26}" for cell in cells))
+
+
 def targets(rounds: list[Round], push_ms: int | None) -> dict[str, str]:
-    """Verdicts on the largest round; "not measured" where it does not apply."""
+    """Verdicts on the largest round of one configuration; "not measured" where it does
+    not apply. The p99 target is judged at 10,000 clients or more, except for cross, where
+    the issue sets it for B's clients at whatever size was run."""
     big = max(rounds, key=lambda r: r.clients)
+    name = CONFIGS[big.config]
     verdicts = {"clients": "not measured", "p99": "not measured",
                 "final_state": verdict(all(r.on_final == r.clients for r in rounds)),
                 "kb_per_conn": verdict(big.kb_per_conn <= TARGET_KB_PER_CONN)}
     if big.clients >= TARGET_CLIENTS:
         verdicts["clients"] = verdict(big.connected >= TARGET_CLIENTS and not big.lost)
-        if push_ms in (None, DEFAULT_PUSH_MS):
-            verdicts["p99"] = verdict(big.p99_ms <= TARGET_P99_MS and big.samples > 0)
-    print(f"target: {TARGET_CLIENTS} SSE clients on one process: {verdicts['clients']} "
+    if (big.clients >= TARGET_CLIENTS or big.config == "cross") and push_ms in (
+            None, DEFAULT_PUSH_MS):
+        verdicts["p99"] = verdict(big.p99_ms <= TARGET_P99_MS and big.samples > 0)
+    print(f"{name}: target: {TARGET_CLIENTS} SSE clients on one process: {verdicts['clients']} "
           f"({big.connected} of {big.clients} ready)")
-    print(f"target: p99 <= {TARGET_P99_MS:.0f} ms with the default push interval: "
+    print(f"{name}: target: p99 <= {TARGET_P99_MS:.0f} ms with the default push interval: "
           f"{verdicts['p99']} ({big.p99_ms:.1f} ms at {big.clients} clients, push interval "
           f"{push_ms or DEFAULT_PUSH_MS} ms)")
-    print(f"target: every client on the final state: {verdicts['final_state']} "
+    print(f"{name}: target: every client on the final state: {verdicts['final_state']} "
           f"({', '.join(f'{r.on_final}/{r.clients}' for r in rounds)})")
-    print(f"target: <= {TARGET_KB_PER_CONN:.0f} KB per idle connection: "
+    print(f"{name}: target: <= {TARGET_KB_PER_CONN:.0f} KB per idle connection: "
           f"{verdicts['kb_per_conn']} ({big.kb_per_conn:.1f} KB at {big.clients} clients)")
     return verdicts
 
 
 def print_notes(rounds: list[Round]) -> None:
     for r in rounds:
-        print(f"N={r.clients}: connect {r.connect_s:.1f} s (server CPU "
+        tag = f"{CONFIGS[r.config]} N={r.clients}"
+        print(f"{tag}: connect {r.connect_s:.1f} s (server CPU "
               f"{r.connect_server_cpu_pct:.0f}%, generator {r.connect_client_cpu_pct:.0f}%); "
               f"server RSS {r.rss_before_kb} -> {r.rss_after_kb} KB, {r.server_fds} fds, "
-              f"live gauge {r.live_gauge}")
+              f"live gauge {r.live_gauge}; machine load average {r.load_average}")
         print(f"  {r.posts} POSTs {r.post_statuses} over {r.write_s:.1f} s (sent at most "
               f"{r.post_max_late_ms:.0f} ms late), answered in p50 {r.post_p50_ms:.0f} / p99 "
-              f"{r.post_p99_ms:.0f} / max {r.post_max_ms:.0f} ms; ledger order "
-              f"{r.ledger_order}, {r.reordered} out of send order, {r.off_board} never in "
-              "the top 10")
+              f"{r.post_p99_ms:.0f} / max {r.post_max_ms:.0f} ms; {r.off_board} never in "
+              f"the top 10; {len(r.wrong_totals)} users with a wrong total")
         print(f"  {r.pushes} pushes ({r.pushes / max(1, r.connected):.0f} per client), "
-              f"{r.samples} latency samples; generator loop lag max "
-              f"{r.client_lag_max_ms:.0f} ms; largest stream response head "
-              f"{r.largest_head_kb:.1f} KB")
+              f"{r.samples} latency samples; final version {r.server_version} (write "
+              f"{r.final_top} on top), {r.same_version} clients ended on that exact id; "
+              f"generator loop lag max {r.client_lag_max_ms:.0f} ms; largest stream "
+              f"response head {r.largest_head_kb:.1f} KB")
         if r.client_cpu_pct >= CLIENT_BUSY * 100:
-            print(f"WARNING: N={r.clients}: the load generator used {r.client_cpu_pct:.0f}% "
+            print(f"WARNING: {tag}: the load generator used {r.client_cpu_pct:.0f}% "
                   "of its core: latencies include its own queueing, not only the server's")
         for line in r.log_lines[:10]:
-            print(f"  server log: {line}")
+            print(f"  log: {line[:300]}")
 
 
 def verdict(met: bool) -> str:
@@ -764,24 +904,60 @@ def write_json(path: Path, summary: dict[str, object], args: argparse.Namespace)
 # --- main -------------------------------------------------------------------------
 
 
-def measure(tmp: Path, servers: list[Server], n: int, secret: str,
+def measure(tmp: Path, servers: list[Server], config: str, n: int, secret: str,
             args: argparse.Namespace) -> Round:
+    """One round: fresh instance(s), and for a shared config a fresh schema and Redis.
+
+    Everything server-side that the bench starts (the instance(s) and Redis) is pinned
+    to core 0; PostgreSQL is the machine's own service and is not pinned.
+    """
     posts = max(1, round(args.rate * args.duration))
     tokens = [token(secret, f"w{i}") for i in range(posts)]
-    server = start_server(tmp, f"n{n}", secret, max(100, posts), args.push_interval_ms,
-                          servers)
-    if proc_fd_limit(server.proc.pid) < n + FD_MARGIN:
-        raise RuntimeError(f"server's open-file limit {proc_fd_limit(server.proc.pid)} is "
-                           f"below {n + FD_MARGIN}")
-    print(f"N={n}: server pid {server.proc.pid} on port {server.port}; connecting...",
-          flush=True)
-    with asyncio.Runner(loop_factory=LOOP_FACTORY) as runner:
-        result, raw = runner.run(run_round(server, n, tokens, args))
-    stop(server.proc)  # a clean stop checkpoints the WAL: the ledger is in the file
-    result.log_lines = server.log.read_text(errors="replace").splitlines()
-    summarise(result, raw, ledger_order(server.dir / "data" / "scoreboard.db", len(tokens)))
-    print(f"N={n}: {result.connected} ready in {result.connect_s:.1f} s, p99 "
-          f"{result.p99_ms:.1f} ms, {result.on_final} on the final state", flush=True)
+    result = Round(clients=n, config=config, load_average=load_average())
+    name = f"{config}-n{n}"
+    with ExitStack() as stack:
+        shared = Shared()
+        if config != "embedded":
+            shared.database_url = stack.enter_context(postgres_schema(args.postgres))
+        if config in ("shared", "cross"):
+            shared.redis = stack.enter_context(private_redis(tmp / name / "redis", core=0))
+        started: list[Server] = []
+        try:
+            # Started one after the other: B migrates nothing A has not already done.
+            writer = start_server(tmp, f"{name}/a", secret, max(100, posts),
+                                  args.push_interval_ms, servers, shared)
+            started.append(writer)
+            server = writer
+            if config == "cross":
+                server = start_server(tmp, f"{name}/b", secret, max(100, posts),
+                                      args.push_interval_ms, servers, shared)
+                started.append(server)
+            if proc_fd_limit(server.proc.pid) < n + FD_MARGIN:
+                raise RuntimeError(f"server's open-file limit {proc_fd_limit(server.proc.pid)} "
+                                   f"is below {n + FD_MARGIN}")
+            where = (f"clients on B (pid {server.proc.pid}, port {server.port}), writes to A "
+                     f"(pid {writer.proc.pid}, port {writer.port})" if server is not writer
+                     else f"server pid {server.proc.pid} on port {server.port}")
+            print(f"{CONFIGS[config]} N={n}: {where}"
+                  + (f", redis {shared.redis.url}" if shared.redis else "")
+                  + f"; load average {result.load_average}; connecting...",
+                  flush=True)
+            redis_pid = shared.redis.proc.pid if shared.redis else None
+            with asyncio.Runner(loop_factory=LOOP_FACTORY) as runner:
+                result, raw = runner.run(
+                    run_round(server, writer, redis_pid, n, tokens, args, result))
+        finally:
+            for instance in started:  # before their schema and Redis go
+                stop(instance.proc)
+        for instance in started:
+            label = "" if len(started) == 1 else ("A: " if instance is writer else "B: ")
+            result.log_lines += [label + line for line in
+                                 instance.log.read_text(errors="replace").splitlines()]
+        if shared.redis is not None:
+            result.log_lines += [f"redis: {line}" for line in redis_problems(shared.redis)]
+    summarise(result, raw)
+    print(f"{CONFIGS[config]} N={n}: {result.connected} ready in {result.connect_s:.1f} s, "
+          f"p99 {result.p99_ms:.1f} ms, {result.on_final} on the final state", flush=True)
     return result
 
 
@@ -792,15 +968,19 @@ def main(argv: list[str] | None = None) -> int:
     hard = raise_fd_limit(max(args.clients) + FD_MARGIN)
     os.sched_setaffinity(0, {1})  # the load generator on core 1, the server on core 0
     secret = secrets.token_urlsafe(36)  # 48 characters
-    print(f"fan-out: clients {args.clients}, {args.rate:g} writes/s for {args.duration:g} s, "
-          f"push interval {args.push_interval_ms or DEFAULT_PUSH_MS} ms, open-file limit "
-          f"{hard}, loop {'uvloop' if LOOP_FACTORY else 'asyncio'}", flush=True)
+    print(f"fan-out: configs {args.configs}, clients {args.clients}, {args.rate:g} writes/s "
+          f"for {args.duration:g} s, push interval {args.push_interval_ms or DEFAULT_PUSH_MS} "
+          f"ms, open-file limit {hard}, loop {'uvloop' if LOOP_FACTORY else 'asyncio'}",
+          flush=True)
     rounds: list[Round] = []
     with bench_dir(args.keep_tmp) as (tmp, servers):
-        for n in args.clients:
-            rounds.append(measure(tmp, servers, n, secret, args))
+        for n in args.clients:  # sizes outermost: the configurations of one size run close
+            for config in args.configs:
+                rounds.append(measure(tmp, servers, config, n, secret, args))
     print_table(rounds)
-    verdicts = targets(rounds, args.push_interval_ms)
+    side_by_side(rounds)
+    verdicts = {config: targets([r for r in rounds if r.config == config],
+                                args.push_interval_ms) for config in args.configs}
     print_notes(rounds)
     problems = [p for r in rounds for p in problems_of(r)]
     for problem in problems:

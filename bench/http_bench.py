@@ -2,7 +2,9 @@
 
 Run from the project root: ``.venv/bin/python bench/http_bench.py [--quick]``.
 The server is pinned to core 0 and wrk to core 1, so the numbers are for one
-server core. See bench/README.md for what is measured and the targets.
+server core. ``--compare`` runs the embedded configuration (SQLite), PostgreSQL, and
+PostgreSQL + a private Redis one after another and prints them side by side. See
+bench/README.md for what is measured and the targets.
 """
 
 from __future__ import annotations
@@ -18,15 +20,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
-from procs import free_port, stop, token, wait_until_up
+from procs import (
+    DEFAULT_POSTGRES,
+    RedisServer,
+    free_port,
+    load_average,
+    postgres_schema,
+    private_redis,
+    redis_problems,
+    stop,
+    token,
+    wait_until_up,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -35,6 +47,12 @@ RESULTS = BENCH_DIR / "results" / "http.json"
 GET_TARGET_RATIO = 0.5  # GET /scores must reach half of nginx's rate
 POST_TARGET_RATE = 8000.0  # durable POST /score per second
 SEED_USERS = 10  # users with distinct scores >= 10, so the top 10 looks like a real board
+# The configurations: where the server stores, and whether it shares through Redis.
+CONFIGS = {
+    "embedded": "embedded (SQLite)",
+    "postgres": "PostgreSQL",
+    "shared": "PostgreSQL + Redis",
+}
 
 
 @dataclass
@@ -79,6 +97,7 @@ class Env:
     server_port: int
     nginx_port: int
     database_url: str | None = None  # None: the embedded SQLite in the temp dir
+    redis: RedisServer | None = None  # a private redis-server: the shared configuration
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -112,22 +131,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2-second runs, a smoke check")
     parser.add_argument(
         "--postgres", metavar="URL",
-        help="store in this PostgreSQL (a fresh schema, dropped afterwards) instead of SQLite",
+        help="store in this PostgreSQL (a fresh schema, dropped afterwards) instead of SQLite; "
+        f"also the database for --redis, --compare and --configs (default {DEFAULT_POSTGRES})",
     )
+    parser.add_argument(
+        "--redis", action="store_true",
+        help="with --postgres: also share through a private redis-server (pinned to core "
+        "0 with the server, memory only, stopped afterwards): the shared configuration",
+    )
+    parser.add_argument(
+        "--configs", type=config_list, default=None,
+        help=f"comma-separated configurations to run one after another: {', '.join(CONFIGS)}"
+        " (embedded: SQLite; postgres: PostgreSQL; shared: PostgreSQL + Redis)",
+    )
+    parser.add_argument("--compare", action="store_true",
+                        help="--configs embedded,postgres,shared: side by side")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, db)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.requests = 2, 1, 60_000
+    if args.redis and not args.postgres:
+        parser.error("--redis needs --postgres URL (the shared configuration is both)")
+    if args.configs and (args.compare or args.redis):
+        parser.error("--configs names the configurations: no --compare or --redis with it")
+    if args.compare:
+        args.configs = list(CONFIGS)
+    elif not args.configs:  # --postgres [--redis] alone, or the embedded default
+        args.configs = ["shared" if args.redis else "postgres" if args.postgres else "embedded"]
+    args.postgres = args.postgres or DEFAULT_POSTGRES
     if min(args.connections, args.post_connections) < args.threads:
         parser.error("--connections and --post-connections must be at least --threads")
     return args
 
 
-def check_tools() -> None:
-    missing = [tool for tool in ("wrk", "nginx", "taskset") if find_tool(tool) is None]
+def config_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names or set(names) - set(CONFIGS) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(CONFIGS)}")
+    return names
+
+
+def check_tools(configs: list[str]) -> None:
+    tools = ["wrk", "nginx", "taskset"] + (["redis-server"] if "shared" in configs else [])
+    missing = [tool for tool in tools if find_tool(tool) is None]
     if missing:
-        sys.exit(f"missing {missing}: apt-get install wrk nginx-light util-linux")
+        sys.exit(f"missing {missing}: apt-get install wrk nginx-light util-linux redis-server")
 
 
 def find_tool(name: str) -> str | None:
@@ -151,6 +200,8 @@ def start_server(env: Env) -> None:
     }
     if env.database_url:
         child_env["SCOREBOARD_DATABASE_URL"] = env.database_url
+    if env.redis is not None:
+        child_env["SCOREBOARD_REDIS_URL"] = env.redis.url
     cmd = [
         "taskset", "-c", "0", str(ROOT / ".venv/bin/scoreboard"),
         "serve", "--host", "127.0.0.1", "--port", str(env.server_port),
@@ -203,22 +254,23 @@ http {{
 
 
 @contextmanager
-def bench_env(keep_tmp: bool, postgres: str | None = None) -> Iterator[Env]:
+def bench_env(keep_tmp: bool, config: str, postgres: str) -> Iterator[Env]:
+    """A temp dir and, for ``postgres``/``shared``, a fresh schema (dropped at the end);
+    for ``shared`` also a private redis-server, pinned to core 0 beside the server."""
     tmp = Path(tempfile.mkdtemp(prefix="scoreboard-bench-"))
     env = Env(tmp, secrets.token_urlsafe(36), free_port(), free_port())
-    schema = f"bench_{secrets.token_hex(4)}"
-    if postgres:  # a fresh schema of its own, dropped at the end
-        with psycopg.connect(postgres, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-        env.database_url = f"{postgres}?options=-csearch_path%3D{schema}"
     try:
-        yield env
+        with ExitStack() as stack:
+            if config != "embedded":
+                env.database_url = stack.enter_context(postgres_schema(postgres))
+            if config == "shared":
+                env.redis = stack.enter_context(private_redis(tmp / "redis", core=0))
+            try:
+                yield env
+            finally:  # the server goes before its Redis and its schema
+                for proc in reversed(env.processes):
+                    stop(proc)
     finally:
-        for proc in reversed(env.processes):
-            stop(proc)
-        if postgres:
-            with psycopg.connect(postgres, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         if keep_tmp:
             print(f"kept {tmp}")
         else:
@@ -372,11 +424,12 @@ def check_post(
 
 
 def report(
-    results: list[WrkResult], outcomes: dict[str, int], problems: list[str]
+    config: str, results: list[WrkResult], outcomes: dict[str, int], problems: list[str]
 ) -> dict[str, object]:
     nginx, get, post = results
     ratio = get.rate / nginx.rate if nginx.rate else 0.0
     print()
+    print(f"== {CONFIGS[config]}")
     print(f"{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'non-200':>10}")
     for r in results:
         print(
@@ -396,6 +449,7 @@ def report(
     for problem in problems:
         print(f"PROBLEM: {problem}")
     return {
+        "config": config,
         "results": [asdict(r) | {"rate": r.rate, "non_200": r.non_200} for r in results],
         "get_nginx_ratio": ratio,
         "get_target_met": get_met,
@@ -405,6 +459,55 @@ def report(
         "post_200_server": server_200s,
         "problems": problems,
     }
+
+
+def compare_table(summaries: dict[str, dict[str, Any]]) -> None:
+    """The configurations side by side: one column each, nginx measured once."""
+    names = list(summaries)
+    width = max(20, *(len(CONFIGS[n]) + 2 for n in names))
+
+    def row(label: str, cells: list[str]) -> None:
+        print(f"{label:<30}" + "".join(f"{cell:>{width}}" for cell in cells))
+
+    def cell(name: str, index: int, fmt: str) -> str:
+        r = summaries[name]["results"][index]
+        return fmt.format(**r)
+
+    print()
+    print("side by side (one run each; nginx measured once, in the first configuration)")
+    row("", [CONFIGS[n] for n in names])
+    row("nginx static top-10 req/s", [cell(names[0], 0, "{rate:,.0f}")] + [""] * (len(names) - 1))
+    row("GET /scores req/s", [cell(n, 1, "{rate:,.0f}") for n in names])
+    row("GET /scores p50 / p99 ms", [cell(n, 1, "{p50_ms:.2f} / {p99_ms:.2f}") for n in names])
+    row("GET /scores / nginx", [f"{summaries[n]['get_nginx_ratio']:.2f}" for n in names])
+    row("POST /score (durable) 200/s", [cell(n, 2, "{rate:,.0f}") for n in names])
+    row("POST /score p50 / p99 ms", [cell(n, 2, "{p50_ms:.1f} / {p99_ms:.1f}") for n in names])
+    row("POST /score max ms", [cell(n, 2, "{max_ms:.0f}") for n in names])
+    row("non-200 + socket errors", [
+        str(sum(r["non_200"] for r in summaries[n]["results"][1:])) for n in names])
+    row("problems", [str(len(summaries[n]["problems"])) for n in names])
+    base = summaries[names[0]]
+    for n in names[1:]:
+        get = summaries[n]["results"][1]["rate"] / max(1.0, base["results"][1]["rate"])
+        post = summaries[n]["post_rate"] / max(1.0, base["post_rate"])
+        print(f"{CONFIGS[n]} / {CONFIGS[names[0]]}: GET x{get:.2f}, POST x{post:.2f}")
+
+
+def log_problems(env: Env) -> list[str]:
+    """Warnings, errors and tracebacks in the server's log and stderr, and in Redis'."""
+    found = []
+    for name in ("server.log", "server.err"):
+        path = env.tmp / name
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            low = line.lower()
+            if any(word in low for word in ('"warning"', '"error"', '"critical"', "traceback",
+                                            "level=warning", "level=error", "exception")):
+                found.append(f"{name}: {line[:300]}")
+    if env.redis is not None:
+        found += [f"redis.log: {line}" for line in redis_problems(env.redis)]
+    return found
 
 
 def verdict(met: bool) -> str:
@@ -422,24 +525,50 @@ def write_json(path: Path, summary: dict[str, object], args: argparse.Namespace)
     print(f"wrote {path}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    check_tools()
-    with bench_env(args.keep_tmp, args.postgres) as env:
+def run_config(config: str, args: argparse.Namespace,
+               nginx: WrkResult | None) -> tuple[dict[str, Any], WrkResult]:
+    """One configuration on a fresh server; nginx is measured here unless given."""
+    with bench_env(args.keep_tmp, config, args.postgres) as env:
         start_server(env)
         seed_board(env)
         top10 = httpx.get(f"{env.server_url}/scores").content
-        start_nginx(env, top10)
-        print(f"top-10 body: {len(top10)} bytes; wrk -t{args.threads} -d{args.duration}s after "
-              f"{args.warmup}s warm-up; -c{args.connections} for GET, "
-              f"-c{args.post_connections} for POST", flush=True)
-        nginx = measure_get("nginx static top-10", f"{env.nginx_url}/scores", args)
+        load = load_average()
+        print(f"{CONFIGS[config]}: server on port {env.server_port}"
+              + (f", redis {env.redis.url}" if env.redis else "")
+              + f"; load average {load}", flush=True)
+        if nginx is None:
+            start_nginx(env, top10)
+            print(f"top-10 body: {len(top10)} bytes; wrk -t{args.threads} -d{args.duration}s "
+                  f"after {args.warmup}s warm-up; -c{args.connections} for GET, "
+                  f"-c{args.post_connections} for POST", flush=True)
+            nginx = measure_get("nginx static top-10", f"{env.nginx_url}/scores", args)
         get = measure_get("GET /scores", f"{env.server_url}/scores", args)
         post, outcomes, first = measure_post(env, args)
         problems = check_post(env, post, first, outcomes, args.post_connections)
-        summary = report([nginx, get, post], outcomes, problems)
-        write_json(args.output, summary, args)
-    return 1 if problems or any(r.non_200 for r in (nginx, get, post)) else 0
+        stop(env.processes[0])  # the server: whatever it logs on the way out counts too
+        logged = log_problems(env)
+        for line in logged[:10]:
+            print(f"  log: {line}")
+        problems += [f"{len(logged)} warning/error lines in the logs"] if logged else []
+        summary = report(config, [nginx, get, post], outcomes, problems)
+        summary["log_problems"] = logged[:50]
+        summary["load_average"] = [load, load_average()]  # at the start, at the end
+        if any(r.non_200 for r in (nginx, get, post)):
+            summary["problems"] = [*problems, "non-200 answers or socket errors"]
+        return summary, nginx
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_tools(args.configs)
+    summaries: dict[str, dict[str, Any]] = {}
+    nginx: WrkResult | None = None
+    for config in args.configs:
+        summaries[config], nginx = run_config(config, args, nginx)
+    if len(summaries) > 1:
+        compare_table(summaries)
+    write_json(args.output, {"configs": summaries}, args)
+    return 1 if any(s["problems"] for s in summaries.values()) else 0
 
 
 if __name__ == "__main__":
