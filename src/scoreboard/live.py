@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import structlog
 from starlette.types import Message, Send
@@ -38,6 +38,12 @@ class TooManyStreams(ScoreboardError):
 class StreamsFull(ScoreboardError):
     status = 503
     title = "Service Unavailable"
+
+
+class ChunkWriter(Protocol):
+    """Writes a pre-framed chunk of an SSE body to the socket now; False when it can't."""
+
+    def write(self, framed_chunk: bytes) -> bool: ...
 
 
 def chunk(data: bytes) -> bytes:
@@ -81,7 +87,7 @@ class Subscriber:
 
     def __init__(self, address: str, frames: Frames, send: Send,
                  message: Callable[[Frames], Message], ping: Message | None,
-                 direct: Callable[[Frames], bool] | None = None) -> None:
+                 direct: ChunkWriter | None = None) -> None:
         self.address = address
         self.frames = frames
         self._direct = direct
@@ -102,8 +108,8 @@ class Subscriber:
     def deliver(self, frames: Frames) -> None:
         self.frames = frames  # newest wins: an unsent older one is simply replaced
         if self._idle():
-            if (self._direct is not None and self._direct(frames)) or self._write_now(
-                    self._message(frames)):
+            if (self._direct is not None and self._direct.write(frames.sse_chunk)
+                    ) or self._write_now(self._message(frames)):
                 self.sent_version = frames.version
         else:
             self._wake.set()
@@ -261,8 +267,7 @@ class Hub:
     # -- subscribers ------------------------------------------------------------
 
     def join(self, address: str, send: Send, message: Callable[[Frames], Message],
-             ping: Message | None, direct: Callable[[Frames], bool] | None = None,
-             ) -> Subscriber:
+             ping: Message | None, direct: ChunkWriter | None = None) -> Subscriber:
         if self.closing:
             raise StreamsFull("the server is restarting; reconnect shortly", "live_closing")
         if len(self._subscribers) >= self._max:

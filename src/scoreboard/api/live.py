@@ -61,8 +61,7 @@ class LiveRoutes:
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A refusal (too many streams) raises here and is answered as problem+json.
-        body = scope.get("extensions", {}).get(DIRECT_BODY)
-        direct = None if body is None else lambda frames: body.write(frames.sse_chunk)
+        direct = scope.get("extensions", {}).get(DIRECT_BODY)  # our protocol's; else None
         subscriber = self._hub.join(_address(scope), send, _sse_message, _SSE_PING_MESSAGE,
                                     direct)
         watcher = asyncio.create_task(_watch_http(receive, subscriber))
