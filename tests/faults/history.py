@@ -55,7 +55,7 @@ class History:
 
     def violation(self, text: str) -> None:
         if len(self.live_violations) < 1000:  # a broken run should not eat the memory
-            self.live_violations.append(text)
+            self.live_violations.append(f"[{time.monotonic() - self.started:.1f}s] {text}")
 
     def counts(self) -> Counter[str]:
         return Counter(op.status for op in self.operations)
