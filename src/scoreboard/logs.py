@@ -16,6 +16,35 @@ def level_number(level: str) -> int:
     return logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
 
 
+class LogSink:
+    """Standard output that never raises.
+
+    A log that can't be written (the disk under it full, a closed pipe) must not stop
+    what logs: a failed write inside the group-commit writer would end the writer and
+    leave every later update unanswered. Lines that could not be written are counted.
+    """
+
+    def __init__(self, stream: BinaryIO | None = None) -> None:
+        self._stream = stream  # None: whatever standard output is at the time
+        self.dropped = 0
+
+    def write(self, data: bytes) -> int:
+        try:
+            return (self._stream or sys.stdout.buffer).write(data)
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            self.dropped += 1
+            return 0
+
+    def flush(self) -> None:
+        try:
+            (self._stream or sys.stdout.buffer).flush()
+        except (OSError, ValueError):
+            self.dropped += 1
+
+
+STDOUT = LogSink()
+
+
 def configure_logging(level: str = "info") -> None:
     numeric = level_number(level)
     structlog.configure(
@@ -27,7 +56,7 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=structlog.BytesLoggerFactory(STDOUT),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     # A live stream the hub dropped for being stuck ends without completing its response;
@@ -52,9 +81,9 @@ class AccessLog:
     than one write and flush per request (measured: a third of a small request's cost).
     """
 
-    def __init__(self, stream: BinaryIO | None = None, interval: float = 0.1,
+    def __init__(self, stream: BinaryIO | LogSink | None = None, interval: float = 0.1,
                  max_lines: int = 256, enabled: bool = True) -> None:
-        self._stream = stream or sys.stdout.buffer
+        self._stream = stream or STDOUT
         self._interval = interval
         self._max_lines = max_lines
         self._lines: list[bytes] = []

@@ -167,7 +167,8 @@ async def test_the_version_grows_with_each_change_only(ranking: Ranking) -> None
 
 
 async def test_redis_refuses_writes_once_the_board_is_lost() -> None:
-    """After a flush a write must not land on an empty board (it would look complete)."""
+    """After a flush nothing may use the empty board: a write would land on it and look
+    complete, a read would show users with points as missing."""
     async with ranking_of("redis") as ranking:
         assert isinstance(ranking, RedisRanking)
         await ranking.rebuild([UserTotal("a", 3, 1, None)], set())
@@ -180,6 +181,10 @@ async def test_redis_refuses_writes_once_the_board_is_lost() -> None:
             await ranking.apply([UserTotal("b", 1, 2, None)])
         with pytest.raises(BoardMissing):
             await ranking.remove("a")
+        for read in (ranking.top(10), ranking.get("a"),
+                     ranking.ranks_after(NO_TX, [UserTotal("a", 4, 5, None)])):
+            with pytest.raises(BoardMissing):  # never shown partial: answered from the store
+                await read
         await ranking.rebuild([UserTotal("a", 3, 1, None)], set())
         assert await ranking.apply([UserTotal("b", 1, 2, None)])
 

@@ -1,7 +1,8 @@
 """RedisBroker: snapshots between instances over Redis pub/sub.
 
 A snapshot goes to this process's receivers at once, then to the channel, from which
-every instance (this one too: its hub drops what it already has) hands it on. The
+every instance (this one too: its hub drops what it already has) hands it on — while
+it is not degraded. The
 message is the version as 8 bytes, then the top 10's JSON. When the subscription
 breaks, the broker re-subscribes as soon as Redis answers and calls the reconnect
 callbacks, so each instance pushes a fresh snapshot for whatever it missed.
@@ -76,7 +77,9 @@ class RedisBroker:
                 subscribed_before = True
                 async for message in pubsub.listen():
                     data = message["data"]
-                    if isinstance(data, bytes) and len(data) >= 8:
+                    # While this instance is degraded it shows the store; a snapshot of a
+                    # Redis board without its own unmirrored writes would go backwards.
+                    if isinstance(data, bytes) and len(data) >= 8 and self._link.up:
                         self._deliver(Snapshot(int.from_bytes(data[:8], "big"), data[8:]))
             except FAILURES as error:
                 if listening:

@@ -9,8 +9,9 @@ The encoding, exact for every total the store allows:
   are below 10^16, 1,000 years of 300,000 increments a second.
 - ``members`` (hash) maps user -> member and ``names`` (hash) user -> display name.
 - ``built``: set by a completed rebuild. Without it (Redis restarted empty, or was
-  flushed) writes are refused with ``BoardMissing`` rather than landing on a partial
-  board; the failover ranking then rebuilds from the store.
+  flushed, or a rebuild is under way) every script refuses with ``BoardMissing``: a
+  write must not land on, and a read must not show, a partial board. The failover
+  ranking then answers from the store and rebuilds.
 
 Writes mirror absolute totals: a total is applied only when its seq is newer than the
 one held, so retries, replays, two instances and a rebuild racing each other can't
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from itertools import islice
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -92,8 +94,9 @@ return changed and 1 or 0
 # KEYS: version. ARGV: floor.
 _RAISE = _BUMP + "return bump(KEYS[1], tonumber(ARGV[1]))"
 
-# KEYS: board, names, version. ARGV: limit. -> version, then (user, score, name)...
+# KEYS: board, names, version, built. ARGV: limit. -> version, then (user, score, name)...
 _TOP = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return -1 end
 local found = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'REV', 'WITHSCORES')
 local out = {redis.call('GET', KEYS[3]) or '0'}
 for i = 1, #found, 2 do
@@ -105,17 +108,19 @@ end
 return out
 """
 
-# KEYS: board, members, names. ARGV: user. -> rank - 1, score, name (or nil)
+# KEYS: board, members, names, built. ARGV: user. -> rank - 1, score, name (or nil)
 _GET = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return -1 end
 local member = redis.call('HGET', KEYS[2], ARGV[1])
 if not member then return false end
 return {redis.call('ZREVRANK', KEYS[1], member), redis.call('ZSCORE', KEYS[1], member),
         redis.call('HGET', KEYS[3], ARGV[1]) or ARGV[1]}
 """
 
-# KEYS: board, members. ARGV: n, n totals, then users.
+# KEYS: board, members, built. ARGV: n, n totals, then users.
 # -> for each total, members with a score >= it; for each user, its score or ''.
 _COMMITTED = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 local n = tonumber(ARGV[1])
 local out = {}
 for i = 2, n + 1 do out[#out + 1] = redis.call('ZCOUNT', KEYS[1], ARGV[i], '+inf') end
@@ -131,10 +136,14 @@ class BoardMissing(RedisError):
     """Redis answers but lost the board (restarted empty, or flushed)."""
 
 
+def _found(result: Any) -> Any:
+    if result == -1:
+        raise BoardMissing("Redis answers but holds no complete board (lost, or rebuilding)")
+    return result
+
+
 def _changed(result: int) -> bool:
-    if result < 0:
-        raise BoardMissing("Redis answers but holds no board (restarted empty or flushed)")
-    return result > 0
+    return bool(_found(result))
 
 
 def member_of(total: UserTotal) -> str:
@@ -186,7 +195,8 @@ class RedisRanking:
         return _changed(await self._remove(keys, [str(TOP_WATCHED), user_id]))
 
     async def top(self, limit: int) -> Top:
-        found = await self._top([self._board, self._names, self._version], [str(max(1, limit))])
+        found = _found(await self._top([self._board, self._names, self._version, self._built],
+                                       [str(max(1, limit))]))
         entries = [
             RankedUser(i + 1, _text(found[j]), _text(found[j + 2]), int(found[j + 1]))
             for i, j in enumerate(range(1, len(found), 3))
@@ -194,7 +204,8 @@ class RedisRanking:
         return Top(int(found[0]), entries)
 
     async def get(self, user_id: str) -> RankedUser | None:
-        found = await self._get([self._board, self._members, self._names], [user_id])
+        found = _found(await self._get([self._board, self._members, self._names, self._built],
+                                       [user_id]))
         if found is None:
             return None
         ahead, score, name = found
@@ -206,8 +217,9 @@ class RedisRanking:
         committed one, so committed equal totals are ahead of it."""
         values = sorted({t.total for t in totals})
         users = sorted({t.user_id for t in totals})
-        found = await self._committed(
-            [self._board, self._members], [str(len(values)), *map(str, values), *users])
+        found = _found(await self._committed(
+            [self._board, self._members, self._built],
+            [str(len(values)), *map(str, values), *users]))
         at_least = dict(zip(values, (int(n) for n in found[:len(values)]), strict=True))
         committed: dict[str, Key] = {
             user: (-int(score), 0, user)  # seq 0: older than anything staged
