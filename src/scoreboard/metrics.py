@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def _tasks() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # no loop running: rendered outside the server
+        return 0
 
 
 class Metrics:
@@ -58,6 +66,9 @@ class Metrics:
         )
         self._live = Gauge("scoreboard_live_connections", "Open SSE and WebSocket connections",
                            registry=self.registry)
+        # A leak of tasks (one per connection, plus a few of the service's) shows here.
+        Gauge("scoreboard_asyncio_tasks", "asyncio tasks alive in this process",
+              registry=self.registry).set_function(_tasks)
         # labels() costs a dict build and a lock; keep the children we have made.
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
 

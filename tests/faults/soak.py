@@ -1,11 +1,12 @@
 """Soak: minutes of mixed load with thousands of live clients; memory, open files,
-threads and live connections must stay flat and the p99 steady, and nothing be lost.
+threads, asyncio tasks and live connections must stay flat and the p99 steady, and
+nothing be lost.
 
     python -m tests.faults.soak --minutes 10 --clients 2000
     python -m tests.faults.soak --minutes 10 --clients 2000 --backend postgres-redis
 
 Every ``--sample`` seconds it prints the server's resident memory, open files,
-threads, live connections (``/metrics``) and the window's p50/p99 of POST /score and
+threads, asyncio tasks and live connections (``/metrics``) and the window's p50/p99 of POST /score and
 GET /scores. At the end it compares the last minute with the first one after the
 warm-up, runs the fault checker's invariants, and exits 1 when anything grew or broke.
 """
@@ -46,6 +47,7 @@ class Sample:
     rss_mb: float
     files: int
     threads: int
+    tasks: int
     live: int
     post_p50: float
     post_p99: float
@@ -144,13 +146,16 @@ async def soak(root: Path, minutes: float, clients: int, backend: str,
                 rss, files, threads = _proc(pid)
                 metrics = (await client.get(c.urls[0] + "/metrics")).text
                 found = re.search(r"^scoreboard_live_connections ([\d.e+]+)", metrics, re.M)
+                tasks = re.search(r"^scoreboard_asyncio_tasks ([\d.e+]+)", metrics, re.M)
                 s = Sample(time.monotonic() - started, rss, files, threads,
+                           int(float(tasks.group(1))) if tasks else -1,
                            int(float(found.group(1))) if found else -1,
                            _quantile(posts, 0.5) * 1000, _quantile(posts, 0.99) * 1000,
                            _quantile(window, 0.99) * 1000, live.events)
                 samples.append(s)
                 print(f"{s.at:6.0f}s rss {s.rss_mb:7.1f} MB  files {s.files:5}  threads "
-                      f"{s.threads:3}  live {s.live:5}  POST p50 {s.post_p50:6.1f} p99 "
+                      f"{s.threads:3}  tasks {s.tasks:5}  live {s.live:5}"
+                      f"  POST p50 {s.post_p50:6.1f} p99 "
                       f"{s.post_p99:6.1f} ms ({len(posts)})  GET p99 {s.get_p99:6.1f} ms  "
                       f"events {s.events}", flush=True)
         done.set()
@@ -175,7 +180,7 @@ def _verdict(samples: list[Sample], sample_seconds: float, history: History,
     if peak(last, "rss_mb") > peak(first, "rss_mb") * MEMORY_GROWTH + MEMORY_SLACK_MB:
         problems.append(f"memory grew: {peak(first, 'rss_mb'):.0f} -> "
                         f"{peak(last, 'rss_mb'):.0f} MB")
-    for field in ("files", "threads", "live"):
+    for field in ("files", "threads", "tasks", "live"):
         if peak(last, field) > peak(first, field) * 1.05 + 8:
             problems.append(f"{field} grew: {peak(first, field)} -> {peak(last, field)}")
     for field in ("post_p99", "get_p99"):
