@@ -22,7 +22,7 @@ from limits.storage import MovingWindowSupport, Storage
 from limits.strategies import MovingWindowRateLimiter
 
 from scoreboard.errors import RateLimited
-from scoreboard.redislink import TIMEOUT_SECONDS, RedisLink
+from scoreboard.redislink import RedisLink
 
 T = TypeVar("T")
 _SWEEP_PER_HIT = 4
@@ -126,10 +126,10 @@ class RateLimits:
         self._redis = redis
         self._shared: SharedRateLimiter | None = None
         if redis is not None:
-            storage = RedisStorage(
-                "async+" + redis.url.removeprefix("async+"), implementation="redispy",
-                wrap_exceptions=True, key_prefix=redis.key("limits"),
-                socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS,
+            storage = RedisStorage(  # on the link's own connections, timeouts and all
+                "async+" + redis.url, implementation="redispy", wrap_exceptions=True,
+                key_prefix=redis.key("limits"),
+                connection_pool=redis.client.connection_pool,  # type: ignore[arg-type]
             )
             self._shared = SharedRateLimiter(storage)
         self._updates = updates

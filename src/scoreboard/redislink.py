@@ -29,11 +29,13 @@ class RedisLink:
         self.client: Redis = Redis.from_url(
             url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS,
             retry=Retry(NoBackoff(), 1), health_check_interval=5,
+            client_name=f"scoreboard-{prefix}",  # so CLIENT LIST tells whose it is
         )
         # Subscriptions get a client of their own that never reconnects by itself: the
         # broker must see each break, to re-subscribe and push a fresh snapshot.
         self.subscriber: Redis = Redis.from_url(
             url, socket_connect_timeout=TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0),
+            client_name=f"scoreboard-subscriber-{prefix}",
         )
         self.up = False  # until the ranking has been rebuilt into it
         self._on_state = on_state
