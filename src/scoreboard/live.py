@@ -106,6 +106,8 @@ class Subscriber:
         self._wake = asyncio.Event()
 
     def deliver(self, frames: Frames) -> None:
+        if frames.version <= self.sent_version:
+            return  # it has this one already: it joined while the push was pending
         self.frames = frames  # newest wins: an unsent older one is simply replaced
         if self._idle():
             if (self._direct is not None and self._direct.write(frames.sse_chunk)

@@ -225,3 +225,20 @@ async def test_a_push_is_one_chunk_holding_one_event(server: Server) -> None:
                                "score": 10 + i}
     finally:
         writer.close()
+
+
+async def test_a_client_joining_while_a_push_is_due_gets_that_state_once(
+        make_server) -> None:  # type: ignore[no-untyped-def]
+    """A new client gets the newest state at once, even a pending one; when the push of
+    that state comes due it must not get it a second time (ids only grow)."""
+    async with make_server(push_interval_ms=300) as s:
+        await s.post("alice", 1)  # pushed at once: the first change after a quiet spell
+        await s.post("alice", 1)  # pending until 300 ms after that push
+        async with stream(s.client) as sse:
+            first = await sse.next(timeout=1)
+            assert first.data[0]["score"] == 2
+            await asyncio.sleep(0.4)  # the pending push comes due
+            await s.post("bob", 5)
+            following = await sse.next(timeout=1)
+            assert following.id > first.id
+            assert [e["user_id"] for e in following.data] == ["bob", "alice"]
