@@ -59,11 +59,7 @@ class Metrics:
             "scoreboard_users_flagged", "Users flagged by detection, by reason",
             ["reason"], registry=self.registry,
         )
-        self._redis_up = Gauge(
-            "scoreboard_redis_up", "1 while Redis answers and holds the ranking; 0 while the "
-            "service is degraded to the store (only when Redis is configured)",
-            registry=self.registry,
-        )
+        self._redis_up: Gauge | None = None  # exported only when Redis is configured
         self._live = Gauge("scoreboard_live_connections", "Open SSE and WebSocket connections",
                            registry=self.registry)
         # A leak of tasks (one per connection, plus a few of the service's) shows here.
@@ -108,6 +104,11 @@ class Metrics:
         self._live.set_function(count)
 
     def redis_state(self, up: bool) -> None:
+        if self._redis_up is None:
+            self._redis_up = Gauge(
+                "scoreboard_redis_up", "1 while Redis answers and holds the ranking; 0 while "
+                "the service is degraded to the store", registry=self.registry,
+            )
         self._redis_up.set(1 if up else 0)
 
     def render(self) -> bytes:

@@ -181,6 +181,7 @@ async def test_redis_lost_mid_run_degrades_then_converges(cluster: Cluster, faul
             await asyncio.sleep(1.0)
             ready = (await client.get(f"{cluster.b.url}/readyz")).json()
             assert ready == {"status": "ready", "store": "up", "redis": "down"}
+            assert "scoreboard_redis_up 0.0" in (await on_b.get("/metrics")).text
             board = (await on_b.get("/scores?limit=100")).json()  # read from the store
             assert {row["user_id"] for row in board} >= set(users)
             cluster.redis.start()  # back, empty
@@ -218,4 +219,5 @@ async def test_redis_lost_mid_run_degrades_then_converges(cluster: Cluster, faul
         await eventually(stream_converged, 5.0)
         ready = (await client.get(f"{cluster.b.url}/readyz")).json()
         assert ready["redis"] == "up"
+        assert "scoreboard_redis_up 1.0" in (await on_b.get("/metrics")).text
         print(f"{fault}: converged {seconds:.2f} s after the last write")
