@@ -214,9 +214,11 @@ async def postgres_schema() -> AsyncIterator[str]:
     import psycopg
 
     name = f"sb_{os.urandom(6).hex()}"
+    # No connection is held meanwhile: a test may restart PostgreSQL under it.
     async with await psycopg.AsyncConnection.connect(POSTGRES, autocommit=True) as conn:
         await conn.execute(f'CREATE SCHEMA "{name}"')
-        try:
-            yield f"{POSTGRES}?options=-csearch_path%3D{name}"
-        finally:
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{name}"
+    finally:
+        async with await psycopg.AsyncConnection.connect(POSTGRES, autocommit=True) as conn:
             await conn.execute(f'DROP SCHEMA "{name}" CASCADE')

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sqlite3
 from collections import defaultdict
@@ -21,7 +20,7 @@ import httpx
 import orjson
 
 from tests.faults import disk, services
-from tests.support import POSTGRES, ServerProcess
+from tests.support import ServerProcess, postgres_schema
 
 BACKENDS = ("sqlite", "postgres-redis")
 Redis = services.PrivateRedis | services.SystemRedis
@@ -184,19 +183,12 @@ def body_score(body: bytes) -> object:
 
 @contextlib.asynccontextmanager
 async def _schema() -> AsyncIterator[str]:
-    """A PostgreSQL schema of the run's own: ``tests.support.postgres_schema``, except
-    that no connection is held across the run (a PostgreSQL restart would cut it)."""
-    import psycopg
-
-    name = f"sb_faults_{os.urandom(6).hex()}"
-    async with await psycopg.AsyncConnection.connect(POSTGRES, autocommit=True) as conn:
-        await conn.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{name}"
-    finally:
-        await asyncio.to_thread(services.ensure_postgres)
-        async with await psycopg.AsyncConnection.connect(POSTGRES, autocommit=True) as conn:
-            await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+    """A PostgreSQL schema of the run's own, dropped once PostgreSQL is surely up again."""
+    async with postgres_schema() as url:
+        try:
+            yield url
+        finally:
+            await asyncio.to_thread(services.ensure_postgres)
 
 
 @contextlib.asynccontextmanager
