@@ -21,6 +21,11 @@ TIMEOUT_SECONDS = 0.5
 FAILURES = (RedisError, OSError)
 
 
+def describe(error: BaseException) -> str:
+    """An error as a log detail: its kind and message, bounded."""
+    return f"{type(error).__name__}: {error}"[:200]
+
+
 class RedisLink:
     def __init__(self, url: str, prefix: str,
                  on_state: Callable[[bool], None] = lambda up: None) -> None:
@@ -47,8 +52,8 @@ class RedisLink:
         """A Redis call failed (or lost its data): go degraded until the failover ranking
         has it back."""
         if self.up:
-            detail = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
-            log.warning("redis_down", detail=detail[:200])
+            detail = reason if isinstance(reason, str) else describe(reason)
+            log.warning("redis_down", detail=detail)
             self.up = False
             self._on_state(False)
 

@@ -117,6 +117,7 @@ class ScoreService:
         self._detector = Detector(clock)
         self._on_flag = on_flag
         self._banned: set[str] = set()
+        self._moderated = 0  # bans and unbans committed here: sync_bans must not undo one
         self._require_action = require_action
         self._store = store
         self._ranking = ranking
@@ -233,6 +234,8 @@ class ScoreService:
         """Each staged update's answer, with its rank (one ranking call for the batch),
         remembered under its Idempotency-Key in the same transaction."""
         staged = [r for r in results if isinstance(r, Staged)]
+        if not staged:  # tickets, moderation, events: no ranks to ask for
+            return cast(list[Outcome | ScoreboardError], results)
         ranks = iter(await self._ranking.ranks_after(tx, [s.total for s in staged]))
         answers: list[Outcome | ScoreboardError] = []
         for r in results:
@@ -276,6 +279,7 @@ class ScoreService:
                 if flag:
                     self._flag(r.total.user_id, flag)
             elif isinstance(r, Moderated):
+                self._moderated += r.action in ("ban", "unban")
                 if r.action == "ban":
                     self._banned.add(r.user_id)
                     changed |= await self._ranking.remove(r.user_id)
@@ -303,12 +307,15 @@ class ScoreService:
 
     async def sync_bans(self) -> None:
         """Take up bans made by other instances (each instance refuses by its own list)."""
+        moderated = self._moderated
         banned = await self._store.banned()
-        for user_id in banned - self._banned:
+        if self._moderated != moderated:
+            return  # a ban or unban committed here while reading: the read may predate it
+        seen, self._banned = banned - self._banned, banned
+        for user_id in seen:
             log.info("ban_seen", user_id=user_id)
             if await self._ranking.remove(user_id):
                 await self.refresh()
-        self._banned = banned
 
     # -- detection and moderation --------------------------------------------
 

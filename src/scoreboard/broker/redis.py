@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from scoreboard.broker.base import Snapshot
-from scoreboard.redislink import FAILURES, RedisLink
+from scoreboard.redislink import FAILURES, RedisLink, describe
 
 log = structlog.get_logger("scoreboard.broker")
 
@@ -83,7 +83,7 @@ class RedisBroker:
                         self._deliver(Snapshot(int.from_bytes(data[:8], "big"), data[8:]))
             except FAILURES as error:
                 if listening:
-                    log.warning("broker_disconnected", detail=f"{type(error).__name__}: {error}")
+                    log.warning("broker_disconnected", detail=describe(error))
             finally:
                 with contextlib.suppress(*FAILURES):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -19,7 +19,7 @@ import structlog
 from scoreboard.model import RankedUser, UserTotal
 from scoreboard.ranking.base import Top, next_version
 from scoreboard.ranking.redis import RedisRanking
-from scoreboard.redislink import FAILURES, RedisLink
+from scoreboard.redislink import FAILURES, RedisLink, describe
 from scoreboard.store.base import Store, Transaction
 
 log = structlog.get_logger("scoreboard.ranking")
@@ -37,29 +37,21 @@ class FailoverRanking:
         # the two; reads (link.up) only once the rebuild is complete.
         self._mirroring = False
         self._restoring = False
-        # Totals this instance committed that Redis did not take (away, or refusing while
-        # its board is rebuilt): applied once it is back. Newest per user.
-        self._unmirrored: dict[str, UserTotal] = {}
+        # What this instance committed that Redis did not take (away, or refusing while
+        # its board is rebuilt), newest per user: a total, or None for a removal (a ban).
+        # Applied once Redis has the board again.
+        self._unmirrored: dict[str, UserTotal | None] = {}
 
     async def rebuild(self, totals: Iterable[UserTotal], banned: set[str]) -> None:
         self._mirroring = True
-        try:
-            await self._redis.rebuild(totals, banned)
-            self._version = await self._redis.raise_version(self._version)
-        except FAILURES as error:
-            self._mirroring = False
-            log.warning("redis_unavailable", detail=f"{type(error).__name__}: {error}"[:200])
-            self._link.lost(error)
-            return
-        self._link.back()
+        await self._rebuild(totals, banned)
 
     async def apply(self, totals: Sequence[UserTotal]) -> bool:
         if self._mirroring:
             try:
                 return await self._redis.apply(totals)
             except FAILURES as error:
-                if not self._restoring:
-                    self._lost(error)
+                self._lost(error)
         for total in totals:
             held = self._unmirrored.get(total.user_id)
             if held is None or held.seq < total.seq:
@@ -72,6 +64,7 @@ class FailoverRanking:
                 return await self._redis.remove(user_id)
             except FAILURES as error:
                 self._lost(error)
+        self._unmirrored[user_id] = None
         return True
 
     async def top(self, limit: int) -> Top:
@@ -127,31 +120,42 @@ class FailoverRanking:
         return "empty"
 
     async def _restore(self) -> None:
-        """Rebuild from the store, then apply what this instance wrote meanwhile: a write
-        committed after the store was read, refused by the board being rebuilt, is kept
-        in ``_unmirrored`` and lands here."""
+        """Rebuild from the store. Writes go to Redis again from before the store is
+        read; one committed after the read but refused while the board is rebuilt is
+        kept in ``_unmirrored`` and lands at the end of the rebuild."""
         started = time.perf_counter()
-        self._mirroring = self._restoring = True  # before the store is read
+        self._mirroring = self._restoring = True
         try:
             totals, banned = await self._store.totals(), await self._store.banned()
-            await self._redis.rebuild(totals, banned)
-            self._version = await self._redis.raise_version(self._version)
-            while self._unmirrored:
-                held = list(self._unmirrored.values())
-                await self._redis.apply(held)
-                for total in held:  # unless a newer one came meanwhile
-                    if self._unmirrored.get(total.user_id) is total:
-                        del self._unmirrored[total.user_id]
-        except FAILURES as error:
-            self._mirroring = False
-            log.warning("redis_rebuild_failed", detail=f"{type(error).__name__}: {error}"[:200])
-            return
+            rebuilt = await self._rebuild(totals, banned)
         finally:
             self._restoring = False
+        if rebuilt:
+            log.info("ranking_rebuilt", source="store", users=len(totals),
+                     seconds=round(time.perf_counter() - started, 3))
+
+    async def _rebuild(self, totals: Iterable[UserTotal], banned: set[str]) -> bool:
+        """Merge into Redis, then what Redis missed; reads go to Redis once it holds all."""
+        try:
+            await self._redis.rebuild(totals, banned, floor=self._version)
+            while self._unmirrored:
+                held = dict(self._unmirrored)
+                await self._redis.apply([t for t in held.values() if t is not None])
+                for user_id in (user for user, t in held.items() if t is None):
+                    await self._redis.remove(user_id)
+                for user_id, done in held.items():  # unless a newer one came meanwhile
+                    if self._unmirrored.get(user_id) is done:
+                        del self._unmirrored[user_id]
+        except FAILURES as error:
+            self._mirroring = False
+            log.warning("redis_rebuild_failed", detail=describe(error))
+            self._link.lost(error)
+            return False
         self._link.back()
-        log.info("ranking_rebuilt", source="store", users=len(totals),
-                 seconds=round(time.perf_counter() - started, 3))
+        return True
 
     def _lost(self, reason: BaseException | str) -> None:
+        if self._restoring:
+            return  # the board is being rebuilt: refusals are expected, writes are kept
         self._mirroring = False
         self._link.lost(reason)

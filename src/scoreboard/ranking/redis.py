@@ -170,9 +170,11 @@ class RedisRanking:
         self._committed = client.register_script(_COMMITTED)
         self._client = client
 
-    async def rebuild(self, totals: Iterable[UserTotal], banned: set[str]) -> None:
+    async def rebuild(self, totals: Iterable[UserTotal], banned: set[str],
+                      floor: int = 0) -> None:
         """Merge the store's totals in (newer seqs win, so writers racing this are safe),
-        take banned users off, and raise the version so every hub takes the result."""
+        take banned users off, and raise the version — above ``floor`` too, a version
+        shown meanwhile — so every hub takes the result."""
         keys = [self._board, self._members, self._names, self._version, self._built]
         rows = iter(totals)
         while chunk := list(islice(rows, REBUILD_CHUNK)):
@@ -181,7 +183,7 @@ class RedisRanking:
         for start in range(0, len(users), REBUILD_CHUNK):
             await self._remove([self._board, self._members, self._version, self._built],
                                ["0", *users[start:start + REBUILD_CHUNK]])
-        await self.raise_version(0)
+        await self._raise([self._version], [str(floor)])
         await self._client.set(self._built, "1")
 
     async def apply(self, totals: Sequence[UserTotal]) -> bool:
@@ -231,9 +233,6 @@ class RedisRanking:
     async def has_board(self) -> bool:
         """False after Redis lost its data (a restart without persistence, a flush)."""
         return bool(await self._client.exists(self._built))
-
-    async def raise_version(self, floor: int) -> int:
-        return int(await self._raise([self._version], [str(floor)]))
 
     @staticmethod
     def _arguments(totals: Iterable[UserTotal]) -> list[str]:
