@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from scoreboard.logs import STDOUT
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -65,6 +67,9 @@ class Metrics:
         # A leak of tasks (one per connection, plus a few of the service's) shows here.
         Gauge("scoreboard_asyncio_tasks", "asyncio tasks alive in this process",
               registry=self.registry).set_function(_tasks)
+        Gauge("scoreboard_log_writes_failed", "Log writes that failed (a full disk, a closed "
+              "pipe) since start; the service went on", registry=self.registry,
+              ).set_function(lambda: STDOUT.dropped)
         # labels() costs a dict build and a lock; keep the children we have made.
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,6 +43,9 @@ def test_writes_are_answered_while_standard_output_is_a_full_disk(tmp_path: Path
                 assert r.status_code == 200, r.text
                 assert r.json()["score"] == i + 1
             assert client.get("/users/alice").json()["score"] == 20
+            metrics = client.get("/metrics").text
+            failed = re.search(r"^scoreboard_log_writes_failed ([0-9.e+]+)$", metrics, re.M)
+            assert failed is not None and float(failed.group(1)) > 0  # counted, not hidden
     finally:
         proc.terminate()
         assert proc.wait(timeout=15) == 0

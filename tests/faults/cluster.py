@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import orjson
 
 from tests.faults import disk, services
 from tests.support import ServerProcess, postgres_schema
@@ -116,11 +115,6 @@ class Cluster:
         async with httpx.AsyncClient(timeout=5) as client:
             return "redis" in (await client.get(self.urls[0] + "/readyz")).json()
 
-    def log_tail(self, i: int, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.servers[i].log_lines()[-lines:])
-        return ""
-
     # -- the store, read directly ---------------------------------------------------
 
     async def snapshot(self) -> StoreSnapshot:
@@ -175,10 +169,6 @@ async def _postgres_snapshot(url: str) -> StoreSnapshot:
         ledger = await (await conn.execute(_LEDGER)).fetchall()
         responses = await (await conn.execute(_RESPONSES)).fetchall()
     return _snapshot(totals, ledger, responses, [])
-
-
-def body_score(body: bytes) -> object:
-    return orjson.loads(body).get("score")
 
 
 @contextlib.asynccontextmanager
