@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import re
@@ -32,7 +31,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast
 
 import httpx
 
@@ -64,7 +62,7 @@ TARGET_CLIENTS = 10_000  # SSE clients held by one server process
 TARGET_P99_MS = 150.0  # write-to-receive p99, with the default push interval
 TARGET_KB_PER_CONN = 16.0  # server RSS per idle connection
 FD_MARGIN = 256  # descriptors beyond one per client: listener, database, log, POSTs
-CLIENT_BUSY = 0.9  # load generator CPU share above which its latencies are suspect
+CLIENT_BUSY = 0.9  # share of the fleet's time handling reads above which its latencies are suspect
 LAG_STEP = 0.01  # event-loop lag probe period, seconds
 # The configurations: where the server stores, whether it shares through Redis, and
 # whether the writes land on another instance than the one the clients watch.
@@ -274,192 +272,135 @@ def bench_dir(keep_tmp: bool) -> Iterator[tuple[Path, list[Server]]]:
 
 # --- SSE clients ------------------------------------------------------------------
 
+FLEET_SOURCE = BENCH_DIR / "sse_fleet.c"
+
+
+def build_fleet(tmp: Path) -> Path:
+    """Compile ``sse_fleet.c`` (the SSE clients, in C) into the temp dir."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        sys.exit("missing a C compiler for bench/sse_fleet.c: apt-get install gcc")
+    binary = tmp / "sse_fleet"
+    subprocess.run([compiler, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary),
+                    str(FLEET_SOURCE)], check=True)
+    return binary
+
+
+@dataclass
+class ClientEvents:
+    """One client's events: ids (versions) and receive times (``time.monotonic``)."""
+
+    ids: array[int]
+    times: array[float]
+
+
+@dataclass
+class FleetResult:
+    clients: list[ClientEvents]
+    boards: dict[int, bytes]  # version -> its data: line, as first seen
+    ready: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    lost: int = 0  # streams that ended while they should have stayed open
+    largest_head: int = 0  # bytes in the largest response head seen
+    busy_pct: float = 0.0  # share of the time since all were ready spent handling reads
+
 
 class Fleet:
-    """What all clients of one round share: how many have their snapshot, or failed."""
+    """N SSE clients in one C process (``sse_fleet.c``), pinned to core 1.
 
-    def __init__(self, tops: dict[int, tuple[int, ...]] | None = None) -> None:
-        # version -> the bench writes (POST indices) in that version's top 10, read
-        # from the first event any client got with that version: every client gets
-        # the same board for the same version, so each is parsed once.
-        self.tops: dict[int, tuple[int, ...]] = {} if tops is None else tops
-        self.bad_data = 0  # data lines that were not a top-10 JSON list
-        self.expected = 0
+    The Python clients it replaced cost ~7 µs of the generator's core per event; at
+    10,000 clients and 10 pushes a second that was the whole core, so their own
+    queueing was part of the latency they reported. The C clients timestamp each read
+    with the same clock as ``time.monotonic`` before doing anything else with it.
+    """
+
+    def __init__(self, binary: Path, out: Path) -> None:
+        self.binary, self.out = binary, out
+        self.proc: asyncio.subprocess.Process | None = None
         self.ready = 0
-        self.failures: Counter[str] = Counter()
-        self.lost = 0  # connections that ended while they should have stayed open
-        self.largest_head = 0  # bytes in the largest response head seen
-        self.closing = False
-        self.settled = asyncio.Event()
-
-    def expect(self, count: int) -> None:
-        self.expected += count
-        self.settled.clear()
-        self._check()
-
-    def first_event(self) -> None:
-        self.ready += 1
-        self._check()
-
-    def fail(self, reason: str, count: int = 1) -> None:
-        self.failures[reason] += count
-        self._check()
-
-    def learn(self, version: int, line: bytes) -> None:
-        """Record which bench writes the board of ``version`` shows (its data: line)."""
-        try:
-            entries = json.loads(line.removeprefix(b"data: "))
-            users = [str(entry["user_id"]) for entry in entries]
-        except (ValueError, TypeError, KeyError):
-            self.bad_data += 1
-            self.tops[version] = ()
-            return
-        self.tops[version] = tuple(
-            int(m[1]) for user in users if (m := WRITE_USER.fullmatch(user)))
+        self.failures: dict[str, int] = {}
 
     @property
-    def waiting(self) -> int:
-        return self.expected - self.ready - sum(self.failures.values())
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
-    def _check(self) -> None:
-        if self.ready + sum(self.failures.values()) >= self.expected:
-            self.settled.set()
+    async def connect(self, port: int, n: int, batch: int, batch_seconds: float) -> None:
+        """Open n streams, a batch at a time, each batch waiting for all its snapshots.
 
+        Waiting keeps at most ``batch`` handshakes in the server's accept queue (2048).
+        """
+        self.proc = await asyncio.create_subprocess_exec(
+            "taskset", "-c", "1", str(self.binary), str(port), str(n), str(batch),
+            str(batch_seconds), str(self.out),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=child_fd_limit)
+        assert self.proc.stdout is not None
+        line = (await self.proc.stdout.readline()).decode().split(maxsplit=4)
+        if len(line) < 5 or line[0] != "ready":
+            raise RuntimeError(f"sse_fleet: unexpected output {line!r}")
+        self.ready = int(line[1])
+        if int(line[3]):
+            self.failures[line[4].strip()[:80]] = int(line[3])
 
-class SseClient(asyncio.Protocol):
-    """A raw HTTP/1.1 SSE client that keeps only each event's id and receive time.
+    async def finish(self) -> FleetResult:
+        """Close every stream and read what each client received."""
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
+        self.proc.stdin.close()
+        done = (await self.proc.stdout.readline()).decode().split()
+        await self.proc.wait()
+        if len(done) != 7 or done[0] != "done":
+            raise RuntimeError(f"sse_fleet: exited {self.proc.returncode}, said {done!r}")
+        clients, boards = read_fleet_output(self.out)
+        return FleetResult(clients, boards, self.ready, self.failures, int(done[2]),
+                           int(done[4]), float(done[6]))
 
-    10,000 of these share one core at ~100k events/s, so the per-read work is two
-    ``bytes.find`` calls and a dict lookup per event; only the first client to see a
-    version parses its ``data:`` line (``Fleet.learn``). Frames arrive chunk-encoded,
-    one frame per chunk, so a chunk header never falls inside an ``id:`` or ``data:``
-    line.
-    """
-
-    __slots__ = ("fleet", "head", "ids", "in_body", "request", "rest", "times", "transport")
-
-    def __init__(self, fleet: Fleet, request: bytes) -> None:
-        self.fleet = fleet
-        self.request = request
-        self.transport: asyncio.Transport | None = None
-        self.head = bytearray()
-        self.in_body = False
-        self.rest = b""  # an ``id:`` line cut by a read boundary
-        self.ids: array[int] = array("q")
-        self.times: array[float] = array("d")
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport, but have its methods.
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.monotonic()  # first thing: the receive time of every event in `data`
-        if not self.in_body:
-            data = self._response_head(data)
-            if not data:
-                return
-        buf = self.rest + data if self.rest else data
-        had = len(self.ids)
-        start = 0
-        tops = self.fleet.tops
-        while (i := buf.find(b"\nid: ", start)) >= 0:
-            end = buf.find(b"\n", i + 5)
-            if end < 0:
-                self.rest = buf[i:]
-                break
-            version = int(buf[i + 5:end])
-            if version not in tops:  # the first to see it: read the board it shows
-                stop = buf.find(b"\n", end + 1)
-                if stop < 0:  # the data line is cut by this read: take it up next time
-                    self.rest = buf[i:]
-                    break
-                self.fleet.learn(version, buf[end + 1:stop])
-            self.ids.append(version)
-            self.times.append(now)
-            start = end
-        else:
-            self.rest = buf[-4:]  # a "\nid: " may straddle this read and the next
-        if had == 0 and self.ids:
-            self.fleet.first_event()
-
-    def _response_head(self, data: bytes) -> bytes:
-        """Accumulate the response head; returns the body bytes after it, if any."""
-        searched = max(0, len(self.head) - 3)  # heads can be large: never rescan
-        self.head += data
-        end = self.head.find(b"\r\n\r\n", searched)
-        if end < 0:
-            return b""
-        self.fleet.largest_head = max(self.fleet.largest_head, end + 4)
-        status = bytes(self.head[: self.head.find(b"\r\n")])
-        if not status.startswith(b"HTTP/1.1 200"):
-            self.fleet.fail(status.decode("latin-1")[:60])
-            if self.transport is not None:
-                self.transport.close()
-            return b""
-        self.in_body = True
-        body, self.head = bytes(self.head[end + 4:]), bytearray()
-        return body
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.fleet.closing and self.in_body:
-            self.fleet.lost += 1
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
 
 
-def stream_request(port: int) -> bytes:
-    return (f"GET /scores/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Accept: text/event-stream\r\n\r\n").encode()
+def read_fleet_output(path: Path) -> tuple[list[ClientEvents], dict[int, bytes]]:
+    """The file ``sse_fleet.c`` writes (see its ``write_results``)."""
+    with path.open("rb") as f:
+        def ints(count: int) -> array[int]:
+            values = array("q")
+            values.fromfile(f, count)
+            return values
+
+        clients = []
+        for _ in range(ints(1)[0]):
+            count = ints(1)[0]
+            ids = ints(count)
+            times = array("d")
+            times.fromfile(f, count)
+            clients.append(ClientEvents(ids, times))
+        boards = {}
+        for _ in range(ints(1)[0]):
+            version, length = ints(2)
+            boards[version] = f.read(length)
+    return clients, boards
 
 
-async def connect_batch(fleet: Fleet, port: int, count: int) -> list[SseClient]:
-    loop = asyncio.get_running_loop()
-    request = stream_request(port)
-    fleet.expect(count)
-    results = await asyncio.gather(
-        *(loop.create_connection(lambda: SseClient(fleet, request), "127.0.0.1", port)
-          for _ in range(count)),
-        return_exceptions=True,
-    )
-    clients = []
-    for result in results:
-        if isinstance(result, BaseException):
-            fleet.fail(f"connect: {type(result).__name__}: {result}"[:80])
-        else:
-            clients.append(result[1])
-    return clients
+def shown_writes(board: bytes) -> tuple[int, ...] | None:
+    """The bench writes (POST indices) in a top 10's JSON; None if it is not one."""
+    try:
+        users = [str(entry["user_id"]) for entry in json.loads(board)]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return tuple(int(m[1]) for user in users if (m := WRITE_USER.fullmatch(user)))
 
 
-async def connect_all(fleet: Fleet, port: int, n: int, batch: int,
-                      batch_seconds: float) -> list[SseClient]:
-    """Open n streams, a batch at a time, each batch waiting for all its snapshots.
-
-    Waiting keeps at most ``batch`` handshakes in the server's accept queue (2048).
-    """
-    clients: list[SseClient] = []
-    for start in range(0, n, batch):
-        clients += await connect_batch(fleet, port, min(batch, n - start))
-        try:
-            await asyncio.wait_for(fleet.settled.wait(), batch_seconds)
-        except TimeoutError:
-            fleet.fail(f"no snapshot within {batch_seconds:.0f} s", fleet.waiting)
-            break
-    return clients
-
-
-async def current_version(port: int, tops: dict[int, tuple[int, ...]]) -> int | None:
-    """The version a new subscriber gets in its snapshot: the server's newest state."""
-    fleet = Fleet(tops)
-    clients = await connect_batch(fleet, port, 1)
-    with suppress(TimeoutError):
-        await asyncio.wait_for(fleet.settled.wait(), 10)
-    fleet.closing = True
-    for client in clients:
-        client.close()
-    return clients[0].ids[0] if clients and clients[0].ids else None
+async def current_version(binary: Path, out: Path, port: int) -> tuple[int | None, bytes]:
+    """The version and board a new subscriber gets in its snapshot: the newest state."""
+    fleet = Fleet(binary, out)
+    try:
+        await fleet.connect(port, 1, 1, 10)
+        result = await fleet.finish()
+    finally:
+        await fleet.kill()
+    ids = result.clients[0].ids if result.clients else array("q")
+    return (ids[0], result.boards.get(ids[0], b"")) if ids else (None, b"")
 
 
 # --- the writer -------------------------------------------------------------------
@@ -566,7 +507,9 @@ class Round:
     server_cpu_pct: float = 0.0  # the instance the clients watch (B in cross)
     writer_cpu_pct: float | None = None  # cross: instance A, which takes the writes
     redis_cpu_pct: float | None = None
-    client_cpu_pct: float = 0.0
+    client_cpu_pct: float = 0.0  # the load generator: the fleet and the writer
+    fleet_cpu_pct: float = 0.0  # the fleet alone
+    fleet_busy_pct: float = 0.0  # the fleet's time handling reads (it polls, so CPU is ~100%)
     client_lag_p99_ms: float = 0.0
     client_lag_max_ms: float = 0.0
     dropped: dict[str, float] = field(default_factory=dict)
@@ -578,7 +521,7 @@ class Round:
 class Raw:
     """What a round leaves for the analysis once its server is stopped."""
 
-    clients: list[SseClient]
+    clients: list[ClientEvents]
     writes: Writes
     tops: dict[int, tuple[int, ...]]
 
@@ -605,55 +548,61 @@ class CpuMeter:
 
 
 async def run_round(server: Server, writer: Server, redis_pid: int | None, n: int,
-                    tokens: list[str], args: argparse.Namespace,
-                    result: Round) -> tuple[Round, Raw]:
+                    tokens: list[str], args: argparse.Namespace, result: Round,
+                    binary: Path, out_dir: Path) -> tuple[Round, Raw]:
     """Clients on ``server``, writes to ``writer`` (the same one unless cross)."""
     pid = server.proc.pid
-    fleet = Fleet()
-    clients: list[SseClient] = []
+    fleet = Fleet(binary, out_dir / "fleet.bin")
     try:
         result.rss_before_kb = rss_kb(pid)
         meter = CpuMeter(pid)
-        clients = await connect_all(fleet, server.port, n, args.batch, args.connect_timeout)
-        result.connect_server_cpu_pct, result.connect_client_cpu_pct, result.connect_s = (
-            meter.shares())
+        await fleet.connect(server.port, n, args.batch, args.connect_timeout)
+        result.connect_server_cpu_pct, _, result.connect_s = meter.shares()
+        result.connect_client_cpu_pct = cpu_seconds(fleet.pid) / result.connect_s * 100
         result.connected = fleet.ready
-        # The clients live for the whole round: keep the collector from walking them.
-        gc.freeze()
         await asyncio.sleep(1.0)  # idle: let the server settle before reading its RSS
         result.rss_after_kb, result.server_fds = rss_kb(pid), open_fds(pid)
         result.kb_per_conn = (result.rss_after_kb - result.rss_before_kb) / max(1, fleet.ready)
         result.live_gauge = await metric(server.url, "scoreboard_live_connections")
-        writes = await measured_writes(server, writer, redis_pid, tokens, args, result)
+        writes = await measured_writes(server, writer, redis_pid, fleet.pid, tokens, args,
+                                       result)
         # Let the last coalesced push reach everyone before judging the final state.
         await asyncio.sleep(max(1.0, 5 * (args.push_interval_ms or DEFAULT_PUSH_MS) / 1000))
-        result.server_version = await current_version(server.port, fleet.tops)
+        result.server_version, final_board = await current_version(
+            binary, out_dir / "newest.bin", server.port)
         result.wrong_totals = await wrong_totals(server.url, len(tokens))
         result.dropped = await dropped(server.url)
+        received = await fleet.finish()
     finally:
-        fleet.closing = True
-        for client in clients:
-            client.close()
-        gc.unfreeze()
-    result.failures, result.lost = dict(fleet.failures), fleet.lost
-    result.largest_head_kb = fleet.largest_head / 1024
-    result.bad_data = fleet.bad_data
+        await fleet.kill()
+    result.failures, result.lost = received.failures, received.lost
+    result.largest_head_kb = received.largest_head / 1024
+    result.fleet_busy_pct = received.busy_pct
+    boards = received.boards
+    if result.server_version is not None:
+        boards.setdefault(result.server_version, final_board)
+    tops = {version: shown_writes(board) for version, board in boards.items()}
+    result.bad_data = sum(1 for shown in tops.values() if shown is None)
     await asyncio.sleep(0.5)  # let the closes reach the server before it is stopped
-    return result, Raw(clients, writes, fleet.tops)
+    return result, Raw(received.clients, writes,
+                       {version: shown or () for version, shown in tops.items()})
 
 
 async def measured_writes(server: Server, writer: Server, redis_pid: int | None,
-                          tokens: list[str], args: argparse.Namespace,
+                          fleet_pid: int, tokens: list[str], args: argparse.Namespace,
                           result: Round) -> Writes:
-    """The write phase, with the servers', Redis' and this process's CPU use over it."""
+    """The write phase, with the CPU use over it of the servers, Redis and the load
+    generator (the fleet and this process, the writer: both on core 1)."""
     lags: list[float] = []
     probe = asyncio.create_task(lag_probe(lags))
-    others = tuple(p for p in (writer.proc.pid, redis_pid)
-                   if p is not None and p != server.proc.pid)
+    others = (*(p for p in (writer.proc.pid, redis_pid)
+                if p is not None and p != server.proc.pid), fleet_pid)
     meter = CpuMeter(server.proc.pid, others)
     writes = await write_phase(writer.url, tokens, args.rate)
-    result.server_cpu_pct, result.client_cpu_pct, result.write_s = meter.shares()
+    result.server_cpu_pct, own_pct, result.write_s = meter.shares()
     other = dict(zip(others, meter.other_shares(), strict=True))
+    result.fleet_cpu_pct = other[fleet_pid]
+    result.client_cpu_pct = own_pct + other[fleet_pid]
     if writer is not server:
         result.writer_cpu_pct = other[writer.proc.pid]
     if redis_pid is not None:
@@ -804,18 +753,18 @@ def print_table(rounds: list[Round]) -> None:
     print()
     print(f"{'config':<12}{'clients':>8}{'ready':>8}{'conn s':>8}{'p50 ms':>8}{'p99 ms':>8}"
           f"{'max ms':>8}{'final':>8}{'events':>9}{'KB/conn':>9}{'srv CPU':>9}"
-          f"{'A CPU':>7}{'redis':>7}{'gen CPU':>9}{'gen lag':>9}")
+          f"{'A CPU':>7}{'redis':>7}{'fleet':>7}{'wr lag':>8}")
     for r in rounds:
         print(f"{CONFIGS[r.config]:<12}{r.clients:>8}{r.connected:>8}{r.connect_s:>8.1f}"
               f"{r.p50_ms:>8.1f}{r.p99_ms:>8.1f}{r.max_ms:>8.1f}{r.on_final:>8}{r.events:>9}"
               f"{r.kb_per_conn:>9.1f}{r.server_cpu_pct:>8.0f}%{pct(r.writer_cpu_pct):>7}"
-              f"{pct(r.redis_cpu_pct):>7}{r.client_cpu_pct:>8.0f}%{r.client_lag_p99_ms:>9.1f}")
+              f"{pct(r.redis_cpu_pct):>7}{r.fleet_busy_pct:>6.0f}%{r.client_lag_p99_ms:>8.1f}")
     print("ready: clients that got their snapshot; final: clients whose last event shows the "
           "board a new stream gets after the writes;\nevents: snapshots + pushes received; "
           "KB/conn: server RSS growth / ready clients (idle);\nsrv CPU: the instance the "
           "clients watch (B in cross); A CPU: the instance taking the writes in cross; "
-          "redis: the private redis-server;\ngen CPU: load generator CPU over the write phase; "
-          "gen lag: p99 ms the generator's loop woke late.")
+          "redis: the private redis-server;\nfleet: share of its time the SSE clients' process "
+          "spent handling reads; wr lag: p99 ms the writer's loop woke late.")
     print(LATENCY_DEFINITION + ".")
 
 
@@ -881,11 +830,12 @@ def print_notes(rounds: list[Round]) -> None:
         print(f"  {r.pushes} pushes ({r.pushes / max(1, r.connected):.0f} per client), "
               f"{r.samples} latency samples; final version {r.server_version} (write "
               f"{r.final_top} on top), {r.same_version} clients ended on that exact id; "
-              f"generator loop lag max {r.client_lag_max_ms:.0f} ms; largest stream "
-              f"response head {r.largest_head_kb:.1f} KB")
-        if r.client_cpu_pct >= CLIENT_BUSY * 100:
-            print(f"WARNING: {tag}: the load generator used {r.client_cpu_pct:.0f}% "
-                  "of its core: latencies include its own queueing, not only the server's")
+              f"writer loop lag max {r.client_lag_max_ms:.0f} ms; largest stream "
+              f"response head {r.largest_head_kb:.1f} KB; core 1 (fleet + writer) CPU "
+              f"{r.client_cpu_pct:.0f}% (the fleet polls while reads come)")
+        if r.fleet_busy_pct >= CLIENT_BUSY * 100:
+            print(f"WARNING: {tag}: the SSE clients spent {r.fleet_busy_pct:.0f}% of their "
+                  "time handling reads: latencies include their own queueing")
         for line in r.log_lines[:10]:
             print(f"  log: {line[:300]}")
 
@@ -905,7 +855,7 @@ def write_json(path: Path, summary: dict[str, object], args: argparse.Namespace)
 
 
 def measure(tmp: Path, servers: list[Server], config: str, n: int, secret: str,
-            args: argparse.Namespace) -> Round:
+            args: argparse.Namespace, binary: Path) -> Round:
     """One round: fresh instance(s), and for a shared config a fresh schema and Redis.
 
     Everything server-side that the bench starts (the instance(s) and Redis) is pinned
@@ -945,7 +895,8 @@ def measure(tmp: Path, servers: list[Server], config: str, n: int, secret: str,
             redis_pid = shared.redis.proc.pid if shared.redis else None
             with asyncio.Runner(loop_factory=LOOP_FACTORY) as runner:
                 result, raw = runner.run(
-                    run_round(server, writer, redis_pid, n, tokens, args, result))
+                    run_round(server, writer, redis_pid, n, tokens, args, result, binary,
+                              tmp / name))
         finally:
             for instance in started:  # before their schema and Redis go
                 stop(instance.proc)
@@ -974,9 +925,10 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     rounds: list[Round] = []
     with bench_dir(args.keep_tmp) as (tmp, servers):
+        binary = build_fleet(tmp)
         for n in args.clients:  # sizes outermost: the configurations of one size run close
             for config in args.configs:
-                rounds.append(measure(tmp, servers, config, n, secret, args))
+                rounds.append(measure(tmp, servers, config, n, secret, args, binary))
     print_table(rounds)
     side_by_side(rounds)
     verdicts = {config: targets([r for r in rounds if r.config == config],
