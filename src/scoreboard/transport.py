@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from typing import Any, ClassVar
 
@@ -77,27 +78,51 @@ async def _overloaded(scope: Scope, receive: ASGIReceiveCallable, send: ASGISend
 
 
 class DirectBody:
-    """Writes whole chunks of a chunked response body straight to the transport.
+    """Writes whole chunks of a chunked response body straight to the socket.
 
     ``write`` is for the middle of a body whose head went out through the ASGI ``send``
     (so uvicorn chose chunked encoding); the caller frames the chunk once, for every
-    connection (``chunk``). It writes only when the connection is open and its socket
-    keeps up, and otherwise returns False: the caller then uses ``send``, which waits
-    for the socket. uvicorn's send does exactly this write for a chunk; the end of the
-    body still goes through ``send``, so uvicorn's own state stays true.
+    connection (``chunk``). It writes only when the connection is open and nothing is
+    queued in the transport, with one send(2) on the connection's own socket (no
+    transport layers: at 10,000 live clients a push is 10,000 of these); what the
+    socket does not take at once is queued in the transport, behind nothing. It returns
+    False when it can't write, and the caller then uses ``send``, which waits for the
+    socket. The end of the body still goes through ``send``, so uvicorn's own state
+    stays true.
     """
 
-    __slots__ = ("_cycle",)
+    __slots__ = ("_cycle", "_protocol", "_socket")
 
-    def __init__(self, cycle: RequestResponseCycle) -> None:
+    def __init__(self, cycle: RequestResponseCycle, protocol: ReceiptProtocol) -> None:
         self._cycle = cycle
+        self._protocol = protocol
+        self._socket: socket.socket | None = None  # once the body is under way
 
     def write(self, framed_chunk: bytes) -> bool:
+        sock = self._socket
+        if sock is None:
+            cycle = self._cycle
+            if (cycle.disconnected or cycle.response_complete or not cycle.response_started
+                    or cycle.chunked_encoding is not True):
+                return False
+            sock = self._socket = self._protocol.raw_socket()
         cycle = self._cycle
-        if (cycle.disconnected or cycle.response_complete or cycle.chunked_encoding is not True
-                or cycle.flow.write_paused or not cycle.response_started):
+        transport = cycle.transport
+        # Closing: the descriptor may be closed (and its number reused) already. A
+        # finished body: the connection may carry the next request now. Anything
+        # queued, or writing paused (only with something queued): this chunk must go
+        # after it.
+        if (transport.is_closing() or cycle.response_complete
+                or transport.get_write_buffer_size()):
             return False
-        cycle.transport.write(framed_chunk)
+        try:
+            sent = sock.send(framed_chunk)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False  # reset by the peer: the transport sees it too
+        if sent < len(framed_chunk):
+            transport.write(framed_chunk[sent:])
         return True
 
 
@@ -128,6 +153,24 @@ class ReceiptProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes read while in a head (a bound, not an exact count)
         self._done: Scope | None = None  # the last request received whole (or given up on)
         self._timer: asyncio.TimerHandle | None = None
+        self._raw: socket.socket | None = None  # see raw_socket
+
+    def raw_socket(self) -> socket.socket:
+        """A socket object over the connection's descriptor that does not own it.
+
+        Made on first use and detached when the connection is lost or upgraded, so it
+        never closes the descriptor (uvloop does): the transport holds this protocol
+        until ``connection_lost``, so the object cannot be collected before that.
+        """
+        if self._raw is None:
+            fd = self.transport.get_extra_info("socket").fileno()
+            self._raw = socket.socket(fileno=fd)  # keeps the descriptor non-blocking
+        return self._raw
+
+    def _detach_raw(self) -> None:
+        if self._raw is not None:
+            self._raw.detach()
+            self._raw = None
 
     # The deadline
 
@@ -171,6 +214,7 @@ class ReceiptProtocol(HttpToolsProtocol):
         self._start()  # a connection that never sends anything is bounded too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._detach_raw()
         self._stop_timer()
         super().connection_lost(exc)
 
@@ -215,6 +259,7 @@ class ReceiptProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         self._stop_timer()  # the transport now belongs to the WebSocket protocol
+        self._detach_raw()
         super().handle_websocket_upgrade()
 
     # httptools callbacks
@@ -236,7 +281,7 @@ class ReceiptProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # not an upgrade
             extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
-            extensions[DIRECT_BODY] = DirectBody(cycle)
+            extensions[DIRECT_BODY] = DirectBody(cycle, self)
 
     def on_message_complete(self) -> None:
         self._receiving = False

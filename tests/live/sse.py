@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ class SSE:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self.comments: list[str] = []
+        self.comment_times: list[float] = []  # time.monotonic() each comment was read
         self.retry: int | None = None
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._reader = asyncio.create_task(self._read())
@@ -43,6 +45,7 @@ class SSE:
                     fields = {}
                 elif line.startswith(":"):
                     self.comments.append(line)
+                    self.comment_times.append(time.monotonic())
                 else:
                     name, _, value = line.partition(":")
                     value = value.removeprefix(" ")

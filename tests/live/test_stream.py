@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 import time
@@ -242,3 +243,24 @@ async def test_a_client_joining_while_a_push_is_due_gets_that_state_once(
             following = await sse.next(timeout=1)
             assert following.id > first.id
             assert [e["user_id"] for e in following.data] == ["bob", "alice"]
+
+
+async def test_heartbeats_keep_their_pace_on_a_busy_board(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Pings ride along with pushes when the board is busy: still one at least every
+    heartbeat, never more than about two per heartbeat."""
+    heartbeat = 0.4
+    async with make_server(live_heartbeat_seconds=heartbeat, push_interval_ms=10) as s, \
+            stream(s.client) as sse:
+        hub = s.app.state.hub
+        await sse.next()
+        started = time.monotonic()
+        base = hub.current.version
+        for v in range(1, 101):  # a change every 20 ms for 2 s
+            hub.offer(Snapshot(base + v, b'[{"v": %d}]' % v))
+            await asyncio.sleep(0.02)
+        await sse.until(lambda e: e.data[0]["v"] == 100, timeout=2)
+        ended = time.monotonic()
+    times = [started, *[t for t in sse.comment_times if t > started], ended]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert max(gaps) <= heartbeat + 0.15, gaps
+    assert len(times) - 2 <= 2 * (ended - started) / heartbeat + 2
