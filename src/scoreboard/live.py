@@ -95,9 +95,9 @@ class Subscriber:
     out alone (``beat``). A busy board costs no socket write for pings at all.
     """
 
-    __slots__ = ("_blocked", "_busy", "_direct", "_message", "_ping", "_send", "_wake",
-                 "address", "closed", "frames", "ping_due", "ready", "reason", "sent_version",
-                 "stuck_since", "task")
+    __slots__ = ("_blocked", "_busy", "_direct", "_message", "_ping", "_send", "_waiter",
+                 "_woken", "address", "closed", "frames", "ping_due", "ready", "reason",
+                 "sent_version", "stuck_since", "task")
 
     def __init__(self, address: str, frames: Frames, send: Send,
                  message: Callable[[Frames], Message], ping: Message | None,
@@ -117,7 +117,10 @@ class Subscriber:
         self.task = asyncio.current_task()
         self._busy = False
         self._blocked: tuple[Coroutine[Any, Any, None], Any] | None = None
-        self._wake = asyncio.Event()
+        # The connection's task sleeps until woken: a future only while it waits, not
+        # an asyncio.Event (whose deque alone is 624 bytes, per connection).
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def deliver(self, frames: Frames) -> None:
         # Runs once per subscriber per push: the checks are inlined (``_idle``).
@@ -137,7 +140,7 @@ class Subscriber:
             if self._write_now(self._message(frames)):
                 self.sent_version = frames.version
         else:
-            self._wake.set()
+            self._wake()
 
     def beat(self) -> None:
         """A heartbeat (every half ``heartbeat``): a ping still owed since the last one
@@ -147,7 +150,7 @@ class Subscriber:
         if not self.ping_due:
             self.ping_due = True
         elif not self._idle():
-            self._wake.set()  # the connection's task writes it after what it is writing
+            self._wake()  # the connection's task writes it after what it is writing
         elif ((self._direct is not None and self._direct.write(SSE_PING_CHUNK))
               or self._write_now(self._ping)):
             self.ping_due = False
@@ -155,7 +158,22 @@ class Subscriber:
     def close(self, reason: str) -> None:
         if not self.closed:
             self.closed, self.reason = True, reason
-            self._wake.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self) -> None:
+        if not self._woken:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._woken = False
 
     def _idle(self) -> bool:
         return self.ready and not self._busy and self._blocked is None and not self.closed
@@ -173,7 +191,7 @@ class Subscriber:
             return False
         self._blocked = (step, waiting)
         self.stuck_since = time.monotonic()
-        self._wake.set()
+        self._wake()
         return False
 
     async def run(self) -> None:
@@ -183,8 +201,7 @@ class Subscriber:
             self.sent_version = self.frames.version
             self.ready = True
             while not self.closed:
-                await self._wake.wait()
-                self._wake.clear()
+                await self._sleep()
                 if self._blocked is not None:
                     await self._finish_blocked()
                 frames = self.frames

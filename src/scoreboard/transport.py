@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import structlog
@@ -98,6 +99,14 @@ class DirectBody:
         self._protocol = protocol
         self._socket: socket.socket | None = None  # once the body is under way
 
+    def on_lost(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` when the connection is lost (None: no longer).
+
+        What a streaming response would otherwise need a task blocked in ``receive``
+        for, per connection, only to hear of the disconnect.
+        """
+        self._protocol._on_lost = callback
+
     def write(self, framed_chunk: bytes) -> bool:
         sock = self._socket
         if sock is None:
@@ -136,6 +145,12 @@ class ReceiptProtocol(HttpToolsProtocol):
     quickly sees that timer about once per ``receipt_timeout``.
     """
 
+    # Our own state in slots: the base class sets 27 attributes, and past 30 an
+    # instance's __dict__ stops sharing its keys (measured: 1,584 bytes instead of 296
+    # per connection, at 10,000 live connections 13 MB).
+    __slots__ = ("_app", "_done", "_head_bytes", "_in_body", "_limit", "_on_lost", "_raw",
+                 "_receiving", "_since", "_timer")
+
     receipt_timeout: ClassVar[float] = 10.0
     _shed: ClassVar[int] = 0
     _shed_logged: ClassVar[float] = float("-inf")
@@ -154,6 +169,7 @@ class ReceiptProtocol(HttpToolsProtocol):
         self._done: Scope | None = None  # the last request received whole (or given up on)
         self._timer: asyncio.TimerHandle | None = None
         self._raw: socket.socket | None = None  # see raw_socket
+        self._on_lost: Callable[[], None] | None = None  # see DirectBody.on_lost
 
     def raw_socket(self) -> socket.socket:
         """A socket object over the connection's descriptor that does not own it.
@@ -214,6 +230,9 @@ class ReceiptProtocol(HttpToolsProtocol):
         self._start()  # a connection that never sends anything is bounded too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        on_lost, self._on_lost = self._on_lost, None
+        if on_lost is not None:
+            on_lost()
         self._detach_raw()
         self._stop_timer()
         super().connection_lost(exc)

@@ -16,7 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 from scoreboard.api.problems import PROBLEM_TYPE, problem_body
 from scoreboard.errors import ScoreboardError
 from scoreboard.live import SSE_PING, SSE_RETRY, Frames, Hub, Subscriber
-from scoreboard.transport import DIRECT_BODY
+from scoreboard.transport import DIRECT_BODY, DirectBody
 
 log = structlog.get_logger("scoreboard.live")
 
@@ -61,10 +61,15 @@ class LiveRoutes:
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A refusal (too many streams) raises here and is answered as problem+json.
-        direct = scope.get("extensions", {}).get(DIRECT_BODY)  # our protocol's; else None
+        direct: DirectBody | None = scope.get("extensions", {}).get(DIRECT_BODY)  # or None
         subscriber = self._hub.join(_address(scope), send, _sse_message, _SSE_PING_MESSAGE,
                                     direct)
-        watcher = asyncio.create_task(_watch_http(receive, subscriber))
+        # The disconnect: from our protocol when it serves us, else from ``receive``.
+        watcher = None
+        if direct is not None:
+            direct.on_lost(lambda: subscriber.close("gone"))
+        else:
+            watcher = asyncio.create_task(_watch_http(receive, subscriber))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             await send({"type": "http.response.body", "body": SSE_RETRY, "more_body": True})
@@ -75,7 +80,10 @@ class LiveRoutes:
             return  # dropped by the hub while stuck writing; the connection is closed
         finally:
             self._hub.leave(subscriber)
-            watcher.cancel()
+            if direct is not None:
+                direct.on_lost(None)
+            if watcher is not None:
+                watcher.cancel()
         if subscriber.reason != "gone":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
