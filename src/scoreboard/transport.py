@@ -103,9 +103,12 @@ class DirectBody:
         """Call ``callback`` when the connection is lost (None: no longer).
 
         What a streaming response would otherwise need a task blocked in ``receive``
-        for, per connection, only to hear of the disconnect.
+        for, per connection, only to hear of the disconnect. Registering also makes the
+        socket object ``write`` uses, now rather than in the first push's sweep.
         """
         self._protocol._on_lost = callback
+        if callback is not None and not self._cycle.transport.is_closing():
+            self._protocol.raw_socket()
 
     def write(self, framed_chunk: bytes) -> bool:
         sock = self._socket
