@@ -116,7 +116,9 @@ class Subscriber:
         self.stuck_since: float | None = None  # a write has been waiting since then
         self.task = asyncio.current_task()
         self._busy = False
-        self._blocked: tuple[Coroutine[Any, Any, None], Any] | None = None
+        # A write the hub began that waits for the socket: the send, what it waits for,
+        # and the version it carries (None: a ping).
+        self._blocked: tuple[Coroutine[Any, Any, None], Any, int | None] | None = None
         # The connection's task sleeps until woken: a future only while it waits, not
         # an asyncio.Event (whose deque alone is 624 bytes, per connection).
         self._woken = False
@@ -126,7 +128,6 @@ class Subscriber:
         # Runs once per subscriber per push: the checks are inlined (``_idle``).
         if frames.version <= self.sent_version:
             return  # it has this one already (it joined since, or a sweep passed twice)
-        self.frames = frames  # newest wins: an unsent older one is simply replaced
         if self.ready and not self._busy and self._blocked is None and not self.closed:
             direct = self._direct
             if direct is not None:
@@ -137,9 +138,11 @@ class Subscriber:
                 elif direct.write(frames.sse_chunk):
                     self.sent_version = frames.version
                     return
-            if self._write_now(self._message(frames)):
+            self.frames = frames
+            if self._write_now(self._message(frames), frames.version):
                 self.sent_version = frames.version
         else:
+            self.frames = frames  # newest wins: an unsent older one is simply replaced
             self._wake()
 
     def beat(self) -> None:
@@ -152,7 +155,7 @@ class Subscriber:
         elif not self._idle():
             self._wake()  # the connection's task writes it after what it is writing
         elif ((self._direct is not None and self._direct.write(SSE_PING_CHUNK))
-              or self._write_now(self._ping)):
+              or self._write_now(self._ping, None)):
             self.ping_due = False
 
     def close(self, reason: str) -> None:
@@ -178,8 +181,9 @@ class Subscriber:
     def _idle(self) -> bool:
         return self.ready and not self._busy and self._blocked is None and not self.closed
 
-    def _write_now(self, message: Message) -> bool:
-        """Step the send once; True when it finished, else the connection's task finishes it."""
+    def _write_now(self, message: Message, version: int | None) -> bool:
+        """Step the send once; True when it finished, else the connection's task finishes
+        it. ``version``: the snapshot the message carries (None: a ping)."""
         # The server's send (wrapped by the edge) is a coroutine function.
         step = cast(Coroutine[Any, Any, None], self._send(message))
         try:
@@ -189,7 +193,7 @@ class Subscriber:
         except Exception:
             self.close("gone")
             return False
-        self._blocked = (step, waiting)
+        self._blocked = (step, waiting, version)
         self.stuck_since = time.monotonic()
         self._wake()
         return False
@@ -229,7 +233,7 @@ class Subscriber:
 
     async def _finish_blocked(self) -> None:
         assert self._blocked is not None
-        step, waiting = self._blocked
+        step, waiting, version = self._blocked
         finished = False
         try:
             while True:
@@ -242,6 +246,10 @@ class Subscriber:
                     waiting = _take_over(step.send(None))
                 except StopIteration:
                     finished = True
+                    if version is None:
+                        self.ping_due = False
+                    else:  # written: the mailbox may hold this very one
+                        self.sent_version = max(self.sent_version, version)
                     return
         finally:
             self._blocked = None

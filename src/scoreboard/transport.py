@@ -92,12 +92,13 @@ class DirectBody:
     stays true.
     """
 
-    __slots__ = ("_cycle", "_protocol", "_socket")
+    __slots__ = ("_cycle", "_protocol", "_socket", "_transport")
 
     def __init__(self, cycle: RequestResponseCycle, protocol: ReceiptProtocol) -> None:
         self._cycle = cycle
         self._protocol = protocol
-        self._socket: socket.socket | None = None  # once the body is under way
+        self._socket: socket.socket | None = None  # both once the body is under way
+        self._transport: asyncio.Transport | None = None
 
     def on_lost(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` when the connection is lost (None: no longer).
@@ -111,21 +112,19 @@ class DirectBody:
             self._protocol.raw_socket()
 
     def write(self, framed_chunk: bytes) -> bool:
-        sock = self._socket
-        if sock is None:
+        sock, transport = self._socket, self._transport
+        if sock is None or transport is None:
             cycle = self._cycle
             if (cycle.disconnected or cycle.response_complete or not cycle.response_started
                     or cycle.chunked_encoding is not True):
                 return False
-            sock = self._socket = self._protocol.raw_socket()
-        cycle = self._cycle
-        transport = cycle.transport
-        # Closing: the descriptor may be closed (and its number reused) already. A
-        # finished body: the connection may carry the next request now. Anything
-        # queued, or writing paused (only with something queued): this chunk must go
-        # after it.
-        if (transport.is_closing() or cycle.response_complete
-                or transport.get_write_buffer_size()):
+            sock, transport = self._protocol.raw_socket(), cycle.transport
+            self._socket, self._transport = sock, transport
+        # Closing: the descriptor may be closed (and its number reused) already.
+        # Anything queued, or writing paused (only with something queued): this chunk
+        # must go after it. (The body's end goes through ``send`` only after the caller
+        # stopped writing here, so it needs no check per chunk.)
+        if transport.is_closing() or transport.get_write_buffer_size():
             return False
         try:
             sent = sock.send(framed_chunk)

@@ -91,3 +91,28 @@ async def test_pings_ride_along_with_pushes_and_go_alone_when_quiet() -> None:
     for subscriber in subscribers:
         subscriber.close("test")
     await asyncio.gather(*(s.task for s in subscribers if s.task))
+
+
+async def test_a_push_that_waits_for_the_socket_is_written_once() -> None:
+    hub = Hub(push_interval=0.0, max_subscribers=10, max_per_address=10, stall_timeout=5.0)
+    socket_full = asyncio.get_running_loop().create_future()
+    sent: list[Message] = []
+
+    async def send(msg: Message) -> None:
+        sent.append(msg)
+        if len(sent) == 2:  # the first push finds the socket full
+            await socket_full
+
+    subscriber = hub.join("127.0.0.1", send, message, None)  # no direct writes: all sends
+    subscriber.task = asyncio.create_task(subscriber.run())
+    await asyncio.sleep(0)
+    hub.offer(Snapshot(1, b"[1]"))
+    assert len(sent) == 2  # the snapshot, then the push, waiting
+    socket_full.set_result(None)  # the socket drains: the connection's task finishes it
+    await asyncio.sleep(0.01)
+    hub.offer(Snapshot(2, b"[2]"))
+    await asyncio.sleep(0.01)
+    ids = [m["body"].split(b"\nid: ")[1].split(b"\n")[0] for m in sent]
+    assert ids == [b"0", b"1", b"2"]  # ids only grow: nothing written twice
+    subscriber.close("test")
+    await subscriber.task
