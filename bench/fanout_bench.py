@@ -298,7 +298,6 @@ class ClientEvents:
 class FleetResult:
     clients: list[ClientEvents]
     boards: dict[int, bytes]  # version -> its data: line, as first seen
-    ready: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     lost: int = 0  # streams that ended while they should have stayed open
     largest_head: int = 0  # bytes in the largest response head seen
@@ -351,7 +350,7 @@ class Fleet:
         if len(done) != 7 or done[0] != "done":
             raise RuntimeError(f"sse_fleet: exited {self.proc.returncode}, said {done!r}")
         clients, boards = read_fleet_output(self.out)
-        return FleetResult(clients, boards, self.ready, self.failures, int(done[2]),
+        return FleetResult(clients, boards, self.failures, int(done[2]),
                            int(done[4]), float(done[6]))
 
     async def kill(self) -> None:

@@ -34,13 +34,12 @@ def message(frames: Frames) -> Message:
 async def subscribe(hub: Hub, count: int) -> tuple[list[Subscriber], list[Socket]]:
     """``count`` subscribers, each with its snapshot sent through its own task."""
     subscribers, sockets = [], []
+
+    async def send(msg: Message) -> None:  # the snapshot: the pushes go to ``socket``
+        pass
+
     for _ in range(count):
         socket = Socket()
-        sent: list[Message] = []
-
-        async def send(msg: Message, sent: list[Message] = sent) -> None:
-            sent.append(msg)
-
         subscriber = hub.join("127.0.0.1", send, message, PING, socket)
         subscriber.task = asyncio.create_task(subscriber.run())
         subscribers.append(subscriber)
