@@ -1,13 +1,30 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import Server, running, settings_for
+from tests.support import Server, end_children, new_serial, running, settings_for
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    """Every process a test starts (``support.spawn``) has ended when the test has:
+    one still running is ended here and fails the test that left it."""
+    started = new_serial()
+    yield
+    leaked = end_children(started)
+    assert not leaked, f"the test left processes running: {leaked}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_run() -> Iterator[None]:
+    yield
+    leaked = end_children()
+    assert not leaked, f"processes still running at the end of the run: {leaked}"
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -19,9 +20,9 @@ import httpx
 import jwt
 
 from scoreboard.app import create_app
-from scoreboard.server import Server as ScoreboardServer
 from scoreboard.server import make_config
 from scoreboard.settings import Settings
+from scoreboard.transport.server import Server as ScoreboardServer
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"
 
@@ -104,10 +105,64 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ServerProcess:
-    """``scoreboard serve`` as its own process, as an operator runs it."""
+# -- child processes ----------------------------------------------------------------
+#
+# Every process a test starts goes through ``spawn`` and is ended by ``stop``: waited
+# for, on every path. conftest.py ends any still running after the test that started
+# it (and fails that test), so none leaks into the next test or outlives the run.
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
+_children: dict[subprocess.Popen[bytes], int] = {}  # each process: its owner's serial
+_serials = itertools.count(1)
+
+
+def new_serial() -> int:
+    """A number that grows with every owner of processes made (a test, a ServerProcess)."""
+    return next(_serials)
+
+
+def spawn(args: list[str], owner: int | None = None, **popen: Any) -> subprocess.Popen[bytes]:
+    """Start a process on behalf of ``owner`` (a ``new_serial()``; default: a new one)."""
+    proc: subprocess.Popen[bytes] = subprocess.Popen(args, **popen)
+    _children[proc] = new_serial() if owner is None else owner
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    """Send ``sig`` and wait for the exit; past ``timeout``, SIGKILL and wait. The exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _children.pop(proc, None)
+    return proc.returncode
+
+
+def end_children(made_after: int = 0) -> list[str]:
+    """Stop every child whose owner was made after serial ``made_after``; the command
+    lines of those that were still running."""
+    running = []
+    for proc, owner in list(_children.items()):
+        if owner > made_after:
+            if proc.poll() is None:
+                running.append(" ".join(map(str, proc.args))[:200])  # type: ignore[arg-type]
+            stop(proc, signal.SIGKILL)
+    return running
+
+
+class ServerProcess:
+    """``scoreboard serve`` as its own process, as an operator runs it.
+
+    ``with ServerProcess(...) as server:`` starts it and stops it (SIGTERM, then SIGKILL)
+    on every way out. ``command`` is how to run ``scoreboard`` (default: this Python's
+    ``-m scoreboard``; the wheel test gives an installed console script).
+    """
+
+    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None,
+                 command: list[str] | None = None, cwd: Path | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -118,36 +173,57 @@ class ServerProcess:
             "SCOREBOARD_RATE_LIMIT": "100000/minute",
             **(env or {}),
         }
+        self.command = command or [sys.executable, "-m", "scoreboard"]
+        self.cwd = cwd
+        self.owner = new_serial()  # its processes are its own, whichever test starts one
         self.log_path = data_dir / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_args: list[str] = []
         self.scheme = "http"
 
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill(signal.SIGTERM)
+
     def start(self, timeout: float = 15) -> None:
+        """Start and wait until it answers; on any failure the process is ended first."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "scoreboard", "serve", "--port", str(self.port),
-                 *self.start_args],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.proc = spawn(
+                [*self.command, "serve", "--port", str(self.port), *self.start_args],
+                owner=self.owner, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
             )
+        try:
+            self._wait_until_up(timeout)
+        except BaseException:
+            self.kill(signal.SIGKILL)
+            raise
+
+    def _wait_until_up(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
+        health = self.url.replace("http://", f"{self.scheme}://") + "/healthz"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
             try:
-                health = self.url.replace("http://", f"{self.scheme}://") + "/healthz"
                 if httpx.get(health, timeout=1, verify=False).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("server did not start in time")
+        raise RuntimeError(f"server did not start in {timeout} s: "
+                           f"{self.log_path.read_text()[-2000:]}")
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=15)
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 15) -> int | None:
+        """End it with ``sig`` (SIGKILL past ``timeout``) and wait; its exit code."""
+        if self.proc is None:
+            return None
+        return stop(self.proc, sig, timeout)
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text().splitlines()
@@ -181,13 +257,14 @@ class RedisProcess:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.owner = new_serial()
 
     def start(self, timeout: float = 10) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.data_dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            owner=self.owner, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -197,12 +274,12 @@ class RedisProcess:
                 if conn.recv(16).startswith(b"+PONG"):
                     return
             time.sleep(0.05)
+        self.kill()
         raise RuntimeError("redis-server did not start in time")
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop(self.proc, signal.SIGKILL)
 
 
 POSTGRES = os.environ.get("SCOREBOARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

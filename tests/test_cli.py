@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import signal
 import ssl
 import stat
 import subprocess
@@ -42,16 +41,12 @@ def test_token_uses_the_dev_key_the_server_uses(tmp_path: Path) -> None:
     assert claims["sub"] == "alice" and claims["name"] == "Alice"
     assert claims["scope"] == "scoreboard:admin" and claims["exp"] - claims["iat"] == 120
 
-    server = ServerProcess(tmp_path, env={"SCOREBOARD_JWT_SECRET": ""})
-    server.start()
-    try:
+    with ServerProcess(tmp_path, env={"SCOREBOARD_JWT_SECRET": ""}) as server:
         r = httpx.post(server.url + "/score", json={"user_id": "alice", "increment": 2},
                        headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
         lines = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
         assert any(e["event"] == "development_key" for e in lines)
-    finally:
-        server.kill(signal.SIGTERM)
 
 
 def test_token_refuses_when_the_server_only_verifies(tmp_path: Path) -> None:
@@ -81,16 +76,11 @@ def test_migrate(tmp_path: Path) -> None:
 
 
 def test_logs_are_json_lines_without_secrets(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path)
-    server.start()
     token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
-    try:
-        with httpx.Client(base_url=server.url) as c:
-            c.get("/scores", headers={"X-Request-ID": "trace-me"})
-            c.post("/score", json={"user_id": "bob", "increment": 1},
-                   headers={"Authorization": f"Bearer {token}"})
-    finally:
-        server.kill(signal.SIGTERM)
+    with ServerProcess(tmp_path) as server, httpx.Client(base_url=server.url) as c:
+        c.get("/scores", headers={"X-Request-ID": "trace-me"})
+        c.post("/score", json={"user_id": "bob", "increment": 1},
+               headers={"Authorization": f"Bearer {token}"})
     text = server.log_path.read_text()
     assert token not in text and SECRET not in text
     events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
@@ -140,9 +130,8 @@ def test_https_round_trip_and_old_tls_refused(tmp_path: Path, tls_files) -> None
     server = ServerProcess(tmp_path / "data")
     server.start_args = ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
     server.scheme = "https"
-    server.start()
     url = server.url.replace("http://", "https://")
-    try:
+    with server:
         r = httpx.get(url + "/scores", verify=ssl.create_default_context(cafile=str(ca)))
         assert r.status_code == 200
         assert r.headers["strict-transport-security"].startswith("max-age=")
@@ -159,5 +148,3 @@ def test_https_round_trip_and_old_tls_refused(tmp_path: Path, tls_files) -> None
         with pytest.raises(httpx.ConnectError) as refused:
             httpx.get(url + "/scores", verify=old)
         assert "SSL" in str(refused.value) or "EOF" in str(refused.value)
-    finally:
-        server.kill(signal.SIGTERM)

@@ -98,8 +98,11 @@ async def test_slowloris_does_not_delay_others_and_is_cut_at_the_deadline(
     head = b"GET /scores HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 64
 
     async def trickle() -> float:
-        reader, writer = await asyncio.open_connection("127.0.0.1", slow_server.port)
+        # Timed from before the connect: the server's deadline starts at its accept, which
+        # comes after this moment however late this process resumes (a GC pause here must
+        # not make the server look early).
         opened = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", slow_server.port)
         try:
             for byte in head:  # one byte every 0.5 s, never the end of the head
                 writer.write(bytes([byte]))

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scoreboard.api.admin import admin_router
@@ -30,6 +30,7 @@ from scoreboard.api.routes import install_error_handlers, router
 from scoreboard.auth import TokenSigner, TokenVerifier
 from scoreboard.broker.base import Broker
 from scoreboard.broker.memory import MemoryBroker
+from scoreboard.errors import ScoreboardError
 from scoreboard.live import Hub
 from scoreboard.logs import AccessLog, level_number
 from scoreboard.metrics import Metrics
@@ -61,13 +62,17 @@ class HotDispatch:
     held in memory for as long as the connection lives.
     """
 
-    def __init__(self, routes: Sequence[tuple[str, Route, Handler]], fallback: ASGIApp) -> None:
-        self._routes = {(method, route.path): (route, handler) for method, route, handler in routes}
+    def __init__(self, routes: Sequence[tuple[str, BaseRoute, Handler]],
+                 fallback: ASGIApp) -> None:
+        self._routes = {(method, getattr(route, "path", "")): (route, handler)
+                        for method, route, handler in routes}
         self._fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            found = self._routes.get((scope["method"], scope["path"]))
+        kind = scope["type"]
+        if kind == "http" or kind == "websocket":
+            method = scope["method"] if kind == "http" else "WEBSOCKET"
+            found = self._routes.get((method, scope["path"]))
             if found is not None:
                 scope["route"] = found[0]
                 await found[1](scope, receive, send)
@@ -145,7 +150,15 @@ def create_app(settings: Settings) -> Edge:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         flusher = asyncio.create_task(access_log.run(), name="access-log")
         background: list[asyncio.Task[None]] = [flusher]
-        await store.open()
+        try:
+            await store.open()
+        except ScoreboardError as error:
+            # What the operator must fix, said once, without a traceback (see Edge).
+            log.error("start_failed", detail=error.detail)
+            app.state.start_error = error.detail
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            raise
         try:
             await broker.start()
             hub.start()
@@ -175,7 +188,7 @@ def create_app(settings: Settings) -> Edge:
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs" if settings.docs else None,
+        docs_url=None,  # served from the install by api/page.py, not from a CDN
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs else None,
     )
@@ -186,7 +199,7 @@ def create_app(settings: Settings) -> Edge:
     api.state.limits = limits
     api.state.redis = shared.link if shared else None
     # Registered with the framework too, for 405 with Allow (and HEAD) on these paths.
-    hot = [
+    hot: list[tuple[str, BaseRoute, Handler]] = [
         (method, Route(path, AsgiEndpoint(handler), methods=[method], include_in_schema=False),
          handler)
         for method, path, handler in (
@@ -196,14 +209,13 @@ def create_app(settings: Settings) -> Edge:
             ("GET", "/scores/stream", live.stream),
         )
     ]
+    hot.append(("WEBSOCKET", WebSocketRoute("/scores/ws", AsgiEndpoint(live.websocket)),
+                live.websocket))
     api.router.routes.extend(route for _, route, _ in hot)
-    api.router.routes.append(
-        WebSocketRoute("/scores/ws", AsgiEndpoint(live.websocket))
-    )
     api.include_router(router)
     api.include_router(admin_router)
     signer = TokenSigner(settings) if settings.uses_dev_key else None
-    api.include_router(page_router(load_assets(settings.uses_dev_key), signer))
+    api.include_router(page_router(load_assets(settings.uses_dev_key, settings.docs), signer))
     install_error_handlers(api)
     install_openapi(api, settings.max_increment, [kind.name for kind in settings.actions])
 

@@ -27,7 +27,7 @@ from typing import Any, TypeGuard
 import httpx
 import jwt
 import orjson
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from scoreboard.errors import Unauthorized
@@ -70,28 +70,68 @@ def load_or_create_dev_secret(data_dir: Path) -> str:
     """The development HS256 key: read from the data directory, made on first use (0600)."""
     path = data_dir / DEV_KEY_FILE
     try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
-    return secret
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        return secret
+    except OSError as exc:
+        raise SettingsError(
+            f"SCOREBOARD_DATA_DIR: cannot keep the development key in {str(data_dir)!r} "
+            f"({exc.strerror}); make it writable, or set SCOREBOARD_JWT_SECRET"
+        ) from exc
 
 
-def _public_key_algorithm(key: object) -> str:
+# The JOSE algorithms PyJWT implements, by the kind of key that verifies them; the first
+# of each is the default for that key.
+ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "secret": ("HS256", "HS384", "HS512"),
+    "RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    "P-256": ("ES256",),
+    "P-384": ("ES384",),
+    "P-521": ("ES512", "ES521"),
+    "secp256k1": ("ES256K",),
+    "OKP": ("EdDSA",),
+}
+_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521",
+           "secp256k1": "secp256k1"}
+_ASYMMETRIC = tuple(alg for kind, algs in ALGORITHMS.items() if kind != "secret" for alg in algs)
+_HMAC_DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+
+def key_kind(key: object) -> str | None:
+    """The kind of a public key, as ``ALGORITHMS`` names it; None for one we cannot use."""
     if isinstance(key, rsa.RSAPublicKey):
-        return "RS256"
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return "ES256"
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "EdDSA"
-    raise SettingsError("SCOREBOARD_JWT_PUBLIC_KEY must be an RSA, P-256 or Ed25519 public key")
+        return "RSA"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return _CURVES.get(key.curve.name)
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return "OKP"
+    return None
+
+
+def allowed_algorithms(kind: str, configured: tuple[str, ...]) -> list[str]:
+    """The allow-list for a key of ``kind`` ("jwks": any asymmetric key): the configured
+    one when every algorithm in it fits, else a ``SettingsError`` that says which do."""
+    fitting = _ASYMMETRIC if kind == "jwks" else ALGORITHMS[kind]
+    if not configured:
+        return ["RS256", "ES256", "EdDSA"] if kind == "jwks" else [fitting[0]]
+    misfits = [alg for alg in configured if alg not in fitting]
+    if misfits:
+        what = "a JWKS (asymmetric keys)" if kind == "jwks" else f"the configured {kind} key"
+        raise SettingsError(
+            f"SCOREBOARD_JWT_ALGORITHMS: {', '.join(misfits)} cannot be verified with {what}; "
+            f"it takes {', '.join(fitting)}"
+        )
+    return list(dict.fromkeys(configured))
 
 
 class JwksKeys:
@@ -142,9 +182,10 @@ class TokenVerifier:
         self._key: Any = None
         self._hmac_key: bytes | None = None
         self._jws = jwt.PyJWS()
+        configured = settings.jwt_algorithms
         if settings.jwt_jwks_url:
             self._jwks = JwksKeys(settings.jwt_jwks_url)
-            default: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+            self.algorithms = allowed_algorithms("jwks", configured)
         elif settings.jwt_public_key is not None:
             try:
                 self._key = load_pem_public_key(settings.jwt_public_key.read_bytes())
@@ -153,17 +194,20 @@ class TokenVerifier:
                     f"SCOREBOARD_JWT_PUBLIC_KEY: cannot read a PEM public key from "
                     f"{str(settings.jwt_public_key)!r}"
                 ) from exc
-            default = (_public_key_algorithm(self._key),)
+            kind = key_kind(self._key)
+            if kind is None:
+                raise SettingsError("SCOREBOARD_JWT_PUBLIC_KEY must be an RSA, EC (P-256, P-384, "
+                                    "P-521, secp256k1), Ed25519 or Ed448 public key")
+            self.algorithms = allowed_algorithms(kind, configured)
         else:
             secret = settings.jwt_secret or load_or_create_dev_secret(settings.data_dir)
             self._hmac_key = secret.encode()
-            default = ("HS256",)
-        self.algorithms = list(settings.jwt_algorithms or default)
-        symmetric = self._jwks is None and settings.jwt_public_key is None
-        if symmetric != (self.algorithms == ["HS256"]):
-            raise SettingsError(
-                f"SCOREBOARD_JWT_ALGORITHMS {self.algorithms} do not match the configured key"
-            )
+            self.algorithms = allowed_algorithms("secret", configured)
+            for alg in self.algorithms:  # RFC 7518 3.2: a key at least as long as the hash
+                needed = _HMAC_DIGESTS[alg]().digest_size
+                if len(self._hmac_key) < needed:
+                    raise SettingsError(
+                        f"SCOREBOARD_JWT_SECRET must be at least {needed} bytes for {alg}")
 
     async def verify(self, authorization: str | None) -> Identity:
         token = _bearer_token(authorization)
@@ -176,11 +220,17 @@ class TokenVerifier:
         if header.get("alg") not in self.algorithms:
             raise Unauthorized("the token's algorithm is not accepted", "bad_algorithm")
         if self._hmac_key is not None:
-            _check_hs256(parts, self._hmac_key)
+            _check_hmac(parts, self._hmac_key, header["alg"])
         else:
-            key = await self._jwks.key_for(header.get("kid")) if self._jwks else self._key
+            key = self._key
+            if self._jwks is not None:
+                jwk = await self._jwks.key_for(header.get("kid"))
+                key = jwk.key
+                if header["alg"] not in ALGORITHMS.get(key_kind(key) or "", ()):
+                    raise Unauthorized("the token's algorithm does not fit its key",
+                                       "bad_algorithm")
             try:
-                self._jws.decode_complete(token, key, algorithms=self.algorithms)
+                self._jws.decode_complete(token, key, algorithms=[header["alg"]])
             except jwt.PyJWTError as exc:
                 raise Unauthorized("the token is not valid", "bad_signature") from exc
         return self._identity(_json_object(parts[1]))
@@ -227,7 +277,13 @@ def _audience_ok(aud: object, expected: str | None) -> bool:
 
 
 def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """A base64url segment without padding, decoded; only its canonical form is accepted
+    (as PyJWT does): other strings that decode to the same bytes would let a changed
+    token verify."""
+    decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment.encode("ascii"):
+        raise ValueError("not the canonical base64url encoding")
+    return decoded
 
 
 def _json_object(segment: str) -> dict[str, Any]:
@@ -240,13 +296,11 @@ def _json_object(segment: str) -> dict[str, Any]:
     return value
 
 
-def _check_hs256(parts: list[str], key: bytes) -> None:
-    """HS256 with the standard library's HMAC: a fifth of PyJWT's cost (bench/), same checks.
-
-    The header's ``alg`` was already checked to be exactly ``HS256``.
-    """
+def _check_hmac(parts: list[str], key: bytes, algorithm: str) -> None:
+    """HS256/384/512 with the standard library's HMAC: a fifth of PyJWT's cost (bench/),
+    the same checks. ``algorithm`` is the header's, already checked against the allow-list."""
     signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-    expected = hmac.new(key, signing_input, hashlib.sha256).digest()
+    expected = hmac.new(key, signing_input, _HMAC_DIGESTS[algorithm]).digest()
     try:
         signature = _b64decode(parts[2])
     except (binascii.Error, ValueError) as exc:
@@ -279,6 +333,7 @@ class TokenSigner:
                 "sign tokens with your identity provider"
             )
         self._secret = settings.jwt_secret or load_or_create_dev_secret(settings.data_dir)
+        self._algorithm = allowed_algorithms("secret", settings.jwt_algorithms)[0]
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._clock = clock
@@ -297,4 +352,4 @@ class TokenSigner:
             claims["iss"] = self._issuer
         if self._audience:
             claims["aud"] = self._audience
-        return jwt.encode(claims, self._secret, algorithm="HS256")
+        return jwt.encode(claims, self._secret, algorithm=self._algorithm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import sys
 
 from scoreboard.settings import Settings, SettingsError
@@ -53,8 +54,26 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         raise SettingsError("--self-signed cannot be combined with --ssl-certfile/--ssl-keyfile")
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise SettingsError("--ssl-certfile and --ssl-keyfile go together")
+    if settings.uses_dev_key and not is_loopback(args.host):
+        # The development key is for one machine: off it, anyone could ask /dev/token
+        # for anybody's token.
+        raise SettingsError(
+            f"--host {args.host} is not a loopback address, and no signing key is configured: "
+            "set SCOREBOARD_JWT_SECRET, SCOREBOARD_JWT_PUBLIC_KEY or SCOREBOARD_JWT_JWKS_URL "
+            "(the development key only serves 127.0.0.1, ::1 or localhost)"
+        )
     return serve(settings, args.host, args.port, args.ssl_certfile, args.ssl_keyfile,
                  self_signed=args.self_signed)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:

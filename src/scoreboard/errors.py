@@ -25,6 +25,7 @@ from __future__ import annotations
 class ScoreboardError(Exception):
     status = 500
     title = "Internal Server Error"
+    retry_after: int | None = None  # seconds, for a Retry-After header
 
     def __init__(self, detail: str, reason: str = "") -> None:
         super().__init__(detail)
@@ -98,3 +99,8 @@ class StoreUnavailable(ScoreboardError):
     def __init__(self, detail: str = "storage is unavailable; nothing was stored",
                  reason: str = "store_unavailable") -> None:
         super().__init__(detail, reason)
+
+
+def describe(error: BaseException) -> str:
+    """An error as a log detail or start-up message: its kind and message, bounded."""
+    return f"{type(error).__name__}: {error}"[:200]

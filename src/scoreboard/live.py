@@ -23,6 +23,7 @@ from starlette.types import Message, Send
 
 from scoreboard.broker.base import Snapshot
 from scoreboard.errors import ScoreboardError
+from scoreboard.transport.steps import take_over
 
 HEARTBEAT_SECONDS = 10.0  # API.md: a comment at least every 15 s
 SSE_RETRY = b"retry: 2000\n\n"
@@ -37,11 +38,13 @@ log = structlog.get_logger("scoreboard.live")
 class TooManyStreams(ScoreboardError):
     status = 429
     title = "Too Many Requests"
+    retry_after = 5  # a slot frees when one of the address's connections ends: unknown
 
 
 class StreamsFull(ScoreboardError):
     status = 503
     title = "Service Unavailable"
+    retry_after = 5
 
 
 class ChunkWriter(Protocol):
@@ -186,7 +189,7 @@ class Subscriber:
         # The server's send (wrapped by the edge) is a coroutine function.
         step = cast(Coroutine[Any, Any, None], self._send(message))
         try:
-            waiting = _take_over(step.send(None))
+            waiting = take_over(step.send(None))
         except StopIteration:
             return True
         except Exception:
@@ -242,7 +245,7 @@ class Subscriber:
                 else:
                     await waiting
                 try:
-                    waiting = _take_over(step.send(None))
+                    waiting = take_over(step.send(None))
                 except StopIteration:
                     finished = True
                     if version is None:
@@ -255,13 +258,6 @@ class Subscriber:
             self.stuck_since = None
             if not finished:
                 step.close()
-
-
-def _take_over(waiting: Any) -> Any:
-    """Do what a Task does with a future its coroutine yields, so we can await it here."""
-    if getattr(waiting, "_asyncio_future_blocking", False):
-        waiting._asyncio_future_blocking = False
-    return waiting
 
 
 class Hub:

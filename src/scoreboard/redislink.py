@@ -13,17 +13,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from scoreboard.errors import describe
+
 log = structlog.get_logger("scoreboard.redis")
 
 # A dead Redis must cost a write milliseconds, not seconds: short timeouts, one retry
 # (a pooled connection that Redis closed is re-dialled once), no backoff.
 TIMEOUT_SECONDS = 0.5
 FAILURES = (RedisError, OSError)
-
-
-def describe(error: BaseException) -> str:
-    """An error as a log detail: its kind and message, bounded."""
-    return f"{type(error).__name__}: {error}"[:200]
 
 
 class RedisLink:

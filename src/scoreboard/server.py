@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import gc
-import socket
 import ssl
 import sys
-from types import FrameType
 
 import structlog
 import uvicorn
@@ -16,7 +14,9 @@ from scoreboard.app import create_app
 from scoreboard.logs import configure_logging
 from scoreboard.settings import Settings
 from scoreboard.tls import self_signed_certificate
-from scoreboard.transport import receipt_protocol
+from scoreboard.transport.http import receipt_protocol
+from scoreboard.transport.server import Server
+from scoreboard.transport.websocket import bounded_websocket_protocol
 
 log = structlog.get_logger("scoreboard.server")
 
@@ -25,26 +25,6 @@ log = structlog.get_logger("scoreboard.server")
 # stream slot is taken. See docs/operations.md, "Transport and slow clients".
 CONNECTION_MARGIN = 4096
 BACKLOG = 2048  # uvicorn's default, said out loud; the kernel caps it at net.core.somaxconn
-
-
-class Server(uvicorn.Server):
-    """uvicorn's server, but a stop asked for by a signal exits 0 once it is clean.
-
-    uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process would
-    report "killed by a signal" even though every request was finished.
-    """
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        self._captured_signals.clear()
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # End live streams first: uvicorn waits for open responses before the lifespan
-        # shutdown, and a stream never ends on its own.
-        before = getattr(self.config.app, "before_shutdown", None)
-        if callable(before):
-            before()
-        await super().shutdown(sockets)
 
 
 def make_config(app: ASGIApp, host: str, port: int, certfile: str | None = None,
@@ -59,6 +39,7 @@ def make_config(app: ASGIApp, host: str, port: int, certfile: str | None = None,
         host=host,
         port=port,
         http=receipt_protocol(settings.receipt_timeout),
+        ws=bounded_websocket_protocol(settings.live_stall_seconds),
         limit_concurrency=limit_concurrency,
         backlog=BACKLOG,
         log_level="warning",

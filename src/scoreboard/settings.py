@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from jwt.algorithms import get_default_algorithms
 from limits import RateLimitItem, parse
 
 from scoreboard.model import MAX_TOTAL, ActionKind
@@ -23,7 +24,7 @@ _KIND = re.compile(r"[a-z0-9_-]{1,64}")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_KNOWN_ALGORITHMS = {"HS256", "RS256", "ES256", "EdDSA"}
+_KNOWN_ALGORITHMS = set(get_default_algorithms()) - {"none"}  # what PyJWT implements
 
 
 class SettingsError(ValueError):

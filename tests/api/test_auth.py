@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from scoreboard.settings import SettingsError
 from tests.support import Server, problem
@@ -51,12 +51,70 @@ def forged(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b
                      b64(signature)])
 
 
+EC384 = ec.generate_private_key(ec.SECP384R1())
+EC521 = ec.generate_private_key(ec.SECP521R1())
+K1 = ec.generate_private_key(ec.SECP256K1())
+ED448 = ed448.Ed448PrivateKey.generate()
+
+
 @pytest.mark.parametrize(("private", "alg"), [(RSA, "RS256"), (EC, "ES256"), (ED, "EdDSA")])
 async def test_public_key_algorithms(make_server, tmp_path: Path, private: Any, alg: str) -> None:  # type: ignore[no-untyped-def]
     async with make_server(jwt_secret=None, jwt_public_key=pem(private, tmp_path / "k.pem")) as s:
         assert await post_with(s, jwt.encode(claims(), private, algorithm=alg)) == 200
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         assert await post_with(s, jwt.encode(claims(), other, algorithm="RS256")) == 401
+
+
+# Every JOSE algorithm PyJWT implements, with the key type that verifies it.
+@pytest.mark.parametrize(("private", "allowed", "refused"), [
+    (RSA, ("RS384", "RS512", "PS256", "PS384", "PS512"), "RS256"),
+    (EC384, ("ES384",), None),
+    (EC521, ("ES512",), None),
+    (K1, ("ES256K",), None),
+    (ED448, ("EdDSA",), None),
+])
+async def test_every_algorithm_of_each_key_type(make_server, tmp_path: Path, private: Any,  # type: ignore[no-untyped-def]
+                                                allowed: tuple[str, ...], refused: str | None) -> None:
+    async with make_server(jwt_secret=None, jwt_public_key=pem(private, tmp_path / "k.pem"),
+                           jwt_algorithms=allowed) as s:
+        for alg in allowed:
+            assert await post_with(s, jwt.encode(claims(), private, algorithm=alg)) == 200, alg
+        if refused is not None:  # the same key, an algorithm left off the list
+            assert await post_with(s, jwt.encode(claims(), private, algorithm=refused)) == 401
+
+
+@pytest.mark.parametrize("alg", ["HS384", "HS512"])
+async def test_longer_hmac_algorithms(make_server, alg: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SettingsError, match=f"at least {int(alg[2:]) // 8} bytes for {alg}"):
+        async with make_server(jwt_algorithms=(alg,)):  # the 42-byte test secret
+            pass
+    secret = "k" * 64
+    async with make_server(jwt_secret=secret, jwt_algorithms=(alg,)) as s:
+        assert await post_with(s, s.token(key=secret, algorithm=alg)) == 200
+        assert await post_with(s, s.token(key=secret, algorithm="HS256")) == 401  # not listed
+
+
+def flip_low_bits(token: str) -> str:
+    """The same signature bytes in a non-canonical base64url spelling: the last character
+    carries bits past the end of the data, which decoders ignore."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    head, _, signature = token.rpartition(".")
+    last = alphabet[alphabet.index(signature[-1]) ^ 1]
+    changed = f"{head}.{signature[:-1]}{last}"
+    assert base64.urlsafe_b64decode(signature + "==") == base64.urlsafe_b64decode(
+        changed.rpartition(".")[2] + "==")
+    return changed
+
+
+async def test_signatures_are_not_malleable(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    async with make_server() as s:  # HS256, the fast path
+        token = s.token()
+        assert await post_with(s, token) == 200
+        assert await post_with(s, flip_low_bits(token)) == 401
+    async with make_server(jwt_secret=None, jwt_public_key=pem(EC, tmp_path / "k.pem")) as s:
+        token = jwt.encode(claims(), EC, algorithm="ES256")
+        assert await post_with(s, token) == 200
+        assert await post_with(s, flip_low_bits(token)) == 401
 
 
 async def test_hs_rs_key_confusion_is_refused(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -173,11 +231,21 @@ def test_settings_refuse_bad_keys(tmp_path: Path) -> None:
 
 
 async def test_algorithm_list_must_match_the_key(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(SettingsError, match="do not match"):
+    with pytest.raises(SettingsError, match="RS256 cannot be verified with the configured secret"):
         async with make_server(jwt_algorithms=("RS256",)):
             pass
-    with pytest.raises(SettingsError, match="do not match"):
-        async with make_server(jwt_secret=None, jwt_public_key=pem(RSA, tmp_path / "k.pem"),
+    rsa_key = pem(RSA, tmp_path / "k.pem")
+    # A mixed list used to start, then answer every HS256 token with a 500.
+    with pytest.raises(SettingsError, match="HS256 cannot be verified with the configured RSA"):
+        async with make_server(jwt_secret=None, jwt_public_key=rsa_key,
+                               jwt_algorithms=("HS256", "RS256")):
+            pass
+    with pytest.raises(SettingsError, match="ES384 cannot be verified with the configured P-256"):
+        async with make_server(jwt_secret=None, jwt_public_key=pem(EC, tmp_path / "e.pem"),
+                               jwt_algorithms=("ES384",)):
+            pass
+    with pytest.raises(SettingsError, match="HS256 cannot be verified with a JWKS"):
+        async with make_server(jwt_secret=None, jwt_jwks_url="https://id.example/jwks",
                                jwt_algorithms=("HS256",)):
             pass
 

@@ -60,6 +60,7 @@ async def test_openapi_describes_every_endpoint(server: Server) -> None:
 async def test_docs_can_be_hidden(make_server) -> None:  # type: ignore[no-untyped-def]
     async with make_server(docs=False) as s:
         problem(await s.client.get("/docs"), 404)
+        problem(await s.client.get("/docs/swagger-ui-bundle.js"), 404)
         problem(await s.client.get("/openapi.json"), 404)
 
 
@@ -79,7 +80,9 @@ async def test_security_headers_everywhere(server: Server) -> None:
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-frame-options"] == "DENY"
-    assert (await server.client.get("/docs")).status_code == 200  # its CDN assets still load
+    docs = await server.client.get("/docs")  # its assets come from the install, not a CDN
+    assert "script-src 'self';" in docs.headers["content-security-policy"]
+    assert (await server.client.get("/docs/swagger-ui-bundle.js")).status_code == 200
     assert (await server.client.get("/scores")).headers["cache-control"] == "no-cache"
 
 

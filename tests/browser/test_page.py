@@ -492,3 +492,33 @@ def test_screenshots_and_no_sideways_scrolling_on_a_phone(board: Board, browser:
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert overflow <= 0, f"{name}: the page scrolls sideways by {overflow}px"
             page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+# -- 7. the API explorer ------------------------------------------------------------------
+
+
+def test_the_api_explorer_works_offline_under_its_csp(board: Board, watched: Watched) -> None:
+    """/docs draws every operation from the install: no request leaves the server's
+    origin (any that tried is aborted and would fail the rendering), and the CSP
+    reports nothing."""
+    page = watched.page
+    elsewhere: list[str] = []
+
+    def only_this_origin(route: Route) -> None:
+        if route.request.url.startswith(board.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_origin)
+    response = page.goto(board.url + "/docs")
+    assert response is not None and response.status == 200
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "'unsafe-inline'" not in csp
+    expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=10000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert {"/scores", "/score", "/users/{user_id}"} <= {p.replace("\u200b", "") for p in paths}
+    page.wait_for_timeout(300)
+    assert elsewhere == []
+    assert watched.unexpected() == []

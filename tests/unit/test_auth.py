@@ -1,4 +1,4 @@
-"""The HS256 fast path and the claims checks, differentially against PyJWT."""
+"""The HMAC fast path (HS256/384/512) and the claims checks, differentially against PyJWT."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from scoreboard.auth import TokenVerifier, clean_name
 from scoreboard.errors import Unauthorized
-from tests.support import SECRET, settings_for
+from tests.support import settings_for
 
 NOW = 1_800_000_000
 
@@ -29,9 +29,12 @@ def verifier(tmp: Path, **overrides: Any) -> TokenVerifier:
     return TokenVerifier(settings_for(tmp, **overrides), clock=lambda: NOW)
 
 
-def pyjwt_accepts(token: str, audience: str | None, issuer: str | None) -> bool:
+KEY = "k" * 64  # long enough for HS512 (RFC 7518 3.2)
+
+
+def pyjwt_accepts(token: str, alg: str, audience: str | None, issuer: str | None) -> bool:
     try:
-        claims = jwt.decode(token, SECRET, algorithms=["HS256"], leeway=30, audience=audience,
+        claims = jwt.decode(token, KEY, algorithms=[alg], leeway=30, audience=audience,
                             issuer=issuer, options={"require": ["exp", "sub"]})
     except jwt.PyJWTError:
         return False
@@ -47,11 +50,13 @@ auds = st.one_of(st.none(), st.just("scoreboard"), st.just("other"),
 @settings(max_examples=300, deadline=None)
 @given(exp=offsets, nbf=offsets, iat=offsets, sub=subs, aud=auds,
        expect_aud=st.sampled_from([None, "scoreboard"]), iss=st.sampled_from([None, "me", "you"]),
-       expect_iss=st.sampled_from([None, "me"]), tamper=st.booleans())
+       expect_iss=st.sampled_from([None, "me"]),
+       tamper=st.sampled_from(["none", "bytes", "spelling"]),
+       alg=st.sampled_from(["HS256", "HS384", "HS512"]))
 def test_fast_path_agrees_with_pyjwt(tmp_path_factory: pytest.TempPathFactory, exp: int | None,
                                      nbf: int | None, iat: int | None, sub: Any, aud: Any,
                                      expect_aud: str | None, iss: str | None,
-                                     expect_iss: str | None, tamper: bool) -> None:
+                                     expect_iss: str | None, tamper: str, alg: str) -> None:
     claims: dict[str, Any] = {"sub": sub}
     for name, offset in (("exp", exp), ("nbf", nbf), ("iat", iat)):
         if offset is not None:
@@ -60,10 +65,14 @@ def test_fast_path_agrees_with_pyjwt(tmp_path_factory: pytest.TempPathFactory, e
         claims["aud"] = aud
     if iss is not None:
         claims["iss"] = iss
-    token = jwt.encode(claims, SECRET, algorithm="HS256")
-    if tamper:
+    token = jwt.encode(claims, KEY, algorithm=alg)
+    if tamper == "bytes":
         token = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
-    v = verifier(tmp_path_factory.mktemp("v"), jwt_audience=expect_aud, jwt_issuer=expect_iss)
+    elif tamper == "spelling":  # the same signature bytes, spelled non-canonically
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        token = token[:-1] + alphabet[alphabet.index(token[-1]) ^ 1]
+    v = verifier(tmp_path_factory.mktemp("v"), jwt_audience=expect_aud, jwt_issuer=expect_iss,
+                 jwt_secret=KEY, jwt_algorithms=(alg,))
     try:
         asyncio.run(v.verify(f"Bearer {token}"))
         ours = True
@@ -72,7 +81,7 @@ def test_fast_path_agrees_with_pyjwt(tmp_path_factory: pytest.TempPathFactory, e
     original = jwt.api_jwt.datetime
     jwt.api_jwt.datetime = FrozenDatetime  # PyJWT reads the wall clock
     try:
-        theirs = pyjwt_accepts(token, expect_aud, expect_iss) and isinstance(sub, str) \
+        theirs = pyjwt_accepts(token, alg, expect_aud, expect_iss) and isinstance(sub, str) \
             and sub not in ("bad sub", "")
         # Deliberately stricter than PyJWT: with no audience configured, a token that
         # carries "aud" at all (even an empty list) is refused (API.md, Identity).

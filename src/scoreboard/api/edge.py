@@ -17,7 +17,7 @@ import structlog
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scoreboard.api.problems import problem_body, send_error, send_problem
+from scoreboard.api.problems import problem_body, refuse_websocket, send_error, send_problem
 from scoreboard.errors import HeadersTooLarge, PayloadTooLarge, ScoreboardError
 from scoreboard.logs import AccessLog
 from scoreboard.metrics import Metrics
@@ -44,11 +44,17 @@ class Edge:
         self.before_shutdown = before_shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._app(scope, receive, self._lifespan_send(send))
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        method, path = scope["method"], scope["path"]
+        path = scope["path"]
         request_id, oversized = _read_head(scope)
         status = 500
         response_started = False
@@ -59,15 +65,7 @@ class Edge:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                # A copy: the app may pass the same header list to every response.
-                headers = list(message.get("headers", ()))
-                message = {**message, "headers": headers}
-                headers.append((b"x-request-id", request_id))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                headers.append((b"referrer-policy", b"no-referrer"))
-                _secure_defaults(headers)
-                if tls:
-                    headers.append((b"strict-transport-security", b"max-age=63072000"))
+                message = {**message, "headers": _with_security(message, request_id, tls)}
             await send(message)
 
         received = 0
@@ -83,10 +81,7 @@ class Edge:
 
         try:
             if oversized is not None:
-                client = scope.get("client")
-                security_log.warning("request_refused", reason=oversized.reason,
-                                     status=oversized.status, path=path,
-                                     client=client[0] if client else None)
+                _refused_at_the_edge(scope, oversized)
                 raise oversized
             await self._app(scope, receive_limited, send_with_headers)
         except ScoreboardError as error:
@@ -99,15 +94,91 @@ class Edge:
                 body = problem_body(500, "the server could not answer this request")
                 await send_problem(send_with_headers, 500, body)
         finally:
-            seconds = time.perf_counter() - started
-            label = _route_label(scope)
-            self._metrics.request(label, method, status, seconds)
-            client = scope.get("client")
-            self._access_log.write({
-                "request_id": request_id.decode(), "method": method, "path": path,
-                "route": label, "status": status, "ms": round(seconds * 1000, 3),
-                "client": client[0] if client else None,
-            })
+            self._answered(scope, request_id, status, started)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake passes the same edge as a request: the head's size, the
+        security headers on every answer (101, 403, 429, 431), one access-log line and
+        the request metrics when the handshake is answered."""
+        started = time.perf_counter()
+        request_id, oversized = _read_head(scope)
+        tls = scope.get("scheme") == "wss"
+        answered = False
+
+        def answer(status: int) -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                self._answered(scope, request_id, status, started)
+
+        async def send_with_headers(message: Message) -> None:
+            kind = message["type"]
+            if kind == "websocket.accept":
+                message = {**message, "headers": _with_security(message, request_id, tls)}
+                answer(101)
+            elif kind == "websocket.http.response.start":
+                message = {**message, "headers": _with_security(message, request_id, tls)}
+                answer(message["status"])
+            elif kind == "websocket.close" and not answered:
+                answer(403)  # closed before accepting: the server refuses the handshake
+            await send(message)
+
+        try:
+            if oversized is not None:
+                _refused_at_the_edge(scope, oversized)
+                if (await receive())["type"] == "websocket.connect":
+                    await refuse_websocket(scope, send_with_headers, oversized)
+                return
+            await self._app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled_error", request_id=request_id.decode(), path=scope["path"])
+            if not answered:
+                await refuse_websocket(scope, send_with_headers, ScoreboardError(
+                    "the server could not answer this request"))
+        finally:
+            answer(499)  # the client left before the handshake was answered
+
+    def _answered(self, scope: Scope, request_id: bytes, status: int, started: float) -> None:
+        """One access-log line and the request metrics, per request or handshake."""
+        seconds = time.perf_counter() - started
+        label = _route_label(scope)
+        method = scope.get("method", "GET")
+        self._metrics.request(label, method, status, seconds)
+        client = scope.get("client")
+        self._access_log.write({
+            "request_id": request_id.decode(), "method": method, "path": scope["path"],
+            "route": label, "status": status, "ms": round(seconds * 1000, 3),
+            "client": client[0] if client else None,
+        })
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def send_start_error(message: Message) -> None:
+            # A start that failed for a reason of ours (the database, the install) is
+            # reported as that reason, not as the framework's traceback of it.
+            reason = getattr(self.state, "start_error", None)
+            if message["type"] == "lifespan.startup.failed" and reason:
+                message = {**message, "message": f"scoreboard could not start: {reason}"}
+            await send(message)
+
+        return send_start_error
+
+
+def _with_security(message: Message, request_id: bytes, tls: bool) -> list[tuple[bytes, bytes]]:
+    """The answer's headers and ours. A copy: the app may pass one list to every answer."""
+    headers = list(message.get("headers", ()))
+    headers.append((b"x-request-id", request_id))
+    headers.append((b"x-content-type-options", b"nosniff"))
+    headers.append((b"referrer-policy", b"no-referrer"))
+    _secure_defaults(headers)
+    if tls:
+        headers.append((b"strict-transport-security", b"max-age=63072000"))
+    return headers
+
+
+def _refused_at_the_edge(scope: Scope, error: ScoreboardError) -> None:
+    client = scope.get("client")
+    security_log.warning("request_refused", reason=error.reason, status=error.status,
+                         path=scope["path"], client=client[0] if client else None)
 
 
 def _secure_defaults(headers: list[tuple[bytes, bytes]]) -> None:

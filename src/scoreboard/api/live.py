@@ -13,10 +13,10 @@ import contextlib
 import structlog
 from starlette.types import Message, Receive, Scope, Send
 
-from scoreboard.api.problems import PROBLEM_TYPE, problem_body
-from scoreboard.errors import ScoreboardError
+from scoreboard.api.problems import refuse_websocket
+from scoreboard.errors import Forbidden, ScoreboardError
 from scoreboard.live import SSE_PING, SSE_RETRY, Frames, Hub, Subscriber
-from scoreboard.transport import DIRECT_BODY, DirectBody
+from scoreboard.transport.http import DIRECT_BODY, DirectBody
 
 log = structlog.get_logger("scoreboard.live")
 
@@ -26,7 +26,6 @@ _SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 WS_SERVICE_RESTART = 1012
-WS_POLICY = 1008
 
 
 _SSE_PING_MESSAGE: Message = {"type": "http.response.body", "body": SSE_PING, "more_body": True}
@@ -97,12 +96,13 @@ class LiveRoutes:
         if origin is not None and not self._origin_allowed(scope, origin):
             log.warning("ws_refused", reason="foreign_origin", origin=origin[:200],
                         client=_address(scope))
-            await _refuse(scope, send, 403, "this origin may not open the live feed")
+            await refuse_websocket(scope, send, Forbidden("this origin may not open the live "
+                                                          "feed", "foreign_origin"))
             return
         try:
             subscriber = self._hub.join(_address(scope), send, _ws_message, None)
         except ScoreboardError as error:
-            await _refuse(scope, send, error.status, error.detail)
+            await refuse_websocket(scope, send, error)
             return
         watcher = asyncio.create_task(_watch_ws(receive, subscriber))
         try:
@@ -140,15 +140,3 @@ async def _watch_ws(receive: Receive, subscriber: Subscriber) -> None:
     while (await receive())["type"] != "websocket.disconnect":
         pass
     subscriber.close("gone")
-
-
-async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
-    """Refuse a WebSocket handshake with an HTTP answer when the server can, else close."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = problem_body(status, detail)
-        await send({"type": "websocket.http.response.start", "status": status,
-                    "headers": [(b"content-type", PROBLEM_TYPE.encode()),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": WS_POLICY})

@@ -1,8 +1,10 @@
-"""The scoreboard page at ``/`` and its two assets, and the development token helper.
+"""The scoreboard page at ``/`` and its assets, the API explorer at ``/docs``, and the
+development token helper.
 
-The files are read once at start and served from memory under fixed names (no path
-is ever taken from the request). The page gets a strict Content-Security-Policy: no
-inline script or style, connections only to this origin, no framing.
+The files are read once at start from the installed packages and served from memory
+under fixed paths (no path is ever taken from the request). Both pages get a strict
+Content-Security-Policy: no inline script or style, connections only to this origin,
+no framing.
 """
 
 from __future__ import annotations
@@ -22,11 +24,24 @@ PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-_TYPES = {
-    "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
-    "app.css": "text/css; charset=utf-8",
-    "icon.svg": "image/svg+xml",
+# Swagger UI draws some icons as data: images; nothing else differs from the page's.
+DOCS_CSP = PAGE_CSP.replace("img-src 'self'", "img-src 'self' data:")
+_JS = "text/javascript; charset=utf-8"
+_CSS = "text/css; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
+# path -> (package, file, media type)
+PAGE_FILES = {
+    "/": ("scoreboard.static", "index.html", _HTML),
+    "/static/app.js": ("scoreboard.static", "app.js", _JS),
+    "/static/app.css": ("scoreboard.static", "app.css", _CSS),
+    "/static/icon.svg": ("scoreboard.static", "icon.svg", "image/svg+xml"),
+}
+# The API explorer, from the install: no CDN, so it works offline and under the CSP.
+DOCS_FILES = {
+    "/docs": ("scoreboard.static", "docs.html", _HTML),
+    "/docs/init.js": ("scoreboard.static", "docs.js", _JS),
+    "/docs/swagger-ui-bundle.js": ("fastapi_swagger.resources", "swagger-ui-bundle.js", _JS),
+    "/docs/swagger-ui.css": ("fastapi_swagger.resources", "swagger-ui.css", _CSS),
 }
 DEV_TOKEN_TTL = 3600
 
@@ -36,30 +51,31 @@ class Asset:
     body: bytes
     media_type: str
     etag: str
+    csp: str | None = None
 
 
-def load_assets(dev_key: bool) -> dict[str, Asset]:
-    folder = resources.files("scoreboard").joinpath("static")
+def load_assets(dev_key: bool, docs: bool) -> dict[str, Asset]:
+    """Every file served at a fixed path, read once from the installed packages."""
+    files = {**PAGE_FILES, **(DOCS_FILES if docs else {})}
     assets = {}
-    for name, media_type in _TYPES.items():
-        body = folder.joinpath(name).read_bytes()
-        if name == "index.html":
+    for path, (package, name, media_type) in files.items():
+        body = resources.files(package).joinpath(name).read_bytes()
+        if path == "/":
             flag = b"true" if dev_key else b"false"
             body = body.replace(b'content="dev-key-flag"', b'content="' + flag + b'"')
         etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-        assets[name] = Asset(body, media_type, etag)
+        csp = {"/": PAGE_CSP, "/docs": DOCS_CSP}.get(path)
+        assets[path] = Asset(body, media_type, etag, csp)
     return assets
 
 
 def page_router(assets: dict[str, Asset], signer: TokenSigner | None) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
-    def serving(name: str) -> Callable[[Request], Awaitable[Response]]:
-        asset = assets[name]
+    def serving(asset: Asset) -> Callable[[Request], Awaitable[Response]]:
         headers = {"etag": asset.etag, "cache-control": "no-cache"}
-        if name == "index.html":
-            headers |= {"content-security-policy": PAGE_CSP, "x-frame-options": "DENY",
-                        "referrer-policy": "no-referrer"}
+        if asset.csp is not None:
+            headers |= {"content-security-policy": asset.csp, "x-frame-options": "DENY"}
 
         async def serve(request: Request) -> Response:
             if request.headers.get("if-none-match") == asset.etag:
@@ -68,9 +84,8 @@ def page_router(assets: dict[str, Asset], signer: TokenSigner | None) -> APIRout
 
         return serve
 
-    for name in _TYPES:
-        path = "/" if name == "index.html" else f"/static/{name}"
-        router.add_api_route(path, serving(name), methods=["GET"])
+    for path, asset in assets.items():
+        router.add_api_route(path, serving(asset), methods=["GET"])
 
     if signer is not None:
         @router.post("/dev/token")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from http import HTTPStatus
 
 import orjson
-from starlette.types import Send
+from starlette.types import Scope, Send
 
-from scoreboard.errors import RateLimited, ScoreboardError, Unauthorized
+from scoreboard.errors import ScoreboardError, Unauthorized
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -29,7 +29,7 @@ def error_headers(error: ScoreboardError) -> list[tuple[bytes, bytes]]:
     headers: list[tuple[bytes, bytes]] = []
     if isinstance(error, Unauthorized):
         headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
-    if isinstance(error, RateLimited):
+    if error.retry_after is not None:
         headers.append((b"retry-after", str(error.retry_after).encode()))
     return headers
 
@@ -51,3 +51,17 @@ async def send_problem(send: Send, status: int, body: bytes,
 async def send_error(send: Send, error: ScoreboardError) -> None:
     body = problem_body(error.status, error.detail, error.title)
     await send_problem(send, error.status, body, error_headers(error))
+
+
+async def refuse_websocket(scope: Scope, send: Send, error: ScoreboardError) -> None:
+    """Refuse a WebSocket handshake with an HTTP problem when the server can (the ASGI
+    ``websocket.http.response`` extension), else by closing it (the server says 403)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = problem_body(error.status, error.detail, error.title)
+        await send({"type": "websocket.http.response.start", "status": error.status,
+                    "headers": [(b"content-type", PROBLEM_TYPE.encode()),
+                                (b"content-length", str(len(body)).encode()),
+                                *error_headers(error)]})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})

@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from scoreboard.broker.base import Snapshot
-from scoreboard.redislink import FAILURES, RedisLink, describe
+from scoreboard.errors import describe
+from scoreboard.redislink import FAILURES, RedisLink
 
 log = structlog.get_logger("scoreboard.broker")
 

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import structlog
 
+from scoreboard.errors import describe
 from scoreboard.model import RankedUser, UserTotal
 from scoreboard.ranking.base import Top, next_version
 from scoreboard.ranking.redis import RedisRanking
-from scoreboard.redislink import FAILURES, RedisLink, describe
+from scoreboard.redislink import FAILURES, RedisLink
 from scoreboard.store.base import Store, Transaction
 
 log = structlog.get_logger("scoreboard.ranking")

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from scoreboard.errors import StoreUnavailable
+from scoreboard.errors import StoreUnavailable, describe
 from scoreboard.model import (
     RankedUser,
     SecurityEvent,
@@ -183,13 +183,22 @@ class PostgresStore:
             kwargs={"autocommit": True},
         )
         try:
+            # One connection first: its error names the cause (refused, no such database,
+            # authentication); a pool that cannot fill only says that it timed out.
+            probe = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10)
+            await probe.close()
             await pool.open(wait=True, timeout=10.0)
             self._pool = pool
             await self._migrate()
+        except StoreUnavailable:
+            await self.close()
+            await pool.close()
+            raise
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             await self.close()
             await pool.close()
-            raise StoreUnavailable("cannot open the PostgreSQL database") from exc
+            raise StoreUnavailable(
+                f"cannot open the PostgreSQL database: {describe(exc)}") from exc
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -198,7 +207,9 @@ class PostgresStore:
 
     async def _migrate(self) -> None:
         steps = migrations("postgresql")
-        async with self._connection() as conn, conn.transaction():
+        assert self._pool is not None
+        # The pool's own connection: a failing step's error reaches open() with its cause.
+        async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS scoreboard_schema (version integer NOT NULL)")

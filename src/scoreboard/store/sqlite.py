@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from scoreboard.errors import StoreUnavailable
+from scoreboard.errors import StoreUnavailable, describe
 from scoreboard.model import (
     RankedUser,
     SecurityEvent,
@@ -159,9 +159,13 @@ class SQLiteStore:
             self._writer = _connect(self.path, busy_timeout_ms=0)
             self._reader = _connect(self.path, busy_timeout_ms=200)
             await asyncio.to_thread(migrate, self._writer, self._lock_timeout)
+        except StoreUnavailable:
+            await self.close()
+            raise
         except (OSError, sqlite3.Error) as exc:
             await self.close()
-            raise StoreUnavailable(f"cannot open the database at {self.path}") from exc
+            raise StoreUnavailable(
+                f"cannot open the database at {self.path}: {describe(exc)}") from exc
 
     async def close(self) -> None:
         for conn in (self._writer, self._reader):

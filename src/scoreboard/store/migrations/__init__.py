@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 
+from scoreboard.errors import StoreUnavailable
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -18,13 +20,19 @@ class Migration:
 
 
 def migrations(dialect: str) -> list[Migration]:
+    """The dialect's migrations, in order. Raises ``StoreUnavailable`` naming the folder
+    when the installed package holds none or a gap: a broken install, not a database fault."""
     folder = resources.files(__package__).joinpath(dialect)
     found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            number, _, rest = entry.name.partition("_")
-            found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if entry.name.endswith(".sql"):
+                number, _, rest = entry.name.partition("_")
+                found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
     found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"{dialect} migrations are not numbered 1..N: {found}")
+    if not found or [m.version for m in found] != list(range(1, len(found) + 1)):
+        numbers = [m.version for m in found]
+        raise StoreUnavailable(
+            f"the installed scoreboard package is incomplete: its {dialect} schema migrations "
+            f"({folder}) are {numbers or 'missing'}, not 1..N; reinstall it", "broken_install")
     return found
