@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The scoreboard service as a container image.
 #   docker build -t scoreboard .
-#   docker run -p 8000:8000 -e SCOREBOARD_JWT_SECRET=... scoreboard
+#   docker run -p 8000:8000 -e SCOREBOARD_JWT_SECRET="$(openssl rand -hex 32)" scoreboard
+# It serves on 0.0.0.0, so it refuses to start without a configured key.
 # See docs/deploy.md; `deploy/check` lints this file (hadolint).
 
 # Pinned to a patch release; pin the digest too (python:3.12.12-slim-bookworm@sha256:...)
@@ -22,8 +23,10 @@ RUN python -m venv /opt/venv
 # README.md is pyproject.toml's `readme`, so the build needs it.
 COPY pyproject.toml constraints.txt README.md ./
 COPY src ./src
-# constraints.txt pins every dependency, so the image gets the versions CI tested.
-RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt .
+# The wheel is what ships and what CI tests (tests/ship/test_wheel.py builds and installs
+# it the same way); constraints.txt pins every dependency to the versions CI tested.
+RUN /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt /wheels/scoreboard-*.whl
 
 # ---- runtime: the virtualenv, a non-root user, nothing else ----
 FROM ${PYTHON_IMAGE}

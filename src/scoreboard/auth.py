@@ -215,6 +215,10 @@ class TokenVerifier:
         if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
             raise Unauthorized("the token is malformed", "malformed")
         header = _json_object(parts[0])
+        try:
+            _b64decode(parts[2])  # canonical, whichever path checks the signature
+        except (binascii.Error, ValueError) as exc:
+            raise Unauthorized("the token is malformed", "malformed") from exc
         if "crit" in header:
             raise Unauthorized("critical header extensions are not supported", "crit")
         if header.get("alg") not in self.algorithms:
