@@ -148,3 +148,21 @@ def test_https_round_trip_and_old_tls_refused(tmp_path: Path, tls_files) -> None
         with pytest.raises(httpx.ConnectError) as refused:
             httpx.get(url + "/scores", verify=old)
         assert "SSL" in str(refused.value) or "EOF" in str(refused.value)
+
+
+def test_the_development_key_stays_on_this_machine(tmp_path: Path) -> None:
+    """With no key configured, a non-loopback address is refused at start, naming the
+    variables to set; on loopback the dev key serves and so does /dev/token."""
+    for host in ("0.0.0.0", "::", "192.0.2.7", "scoreboard.example"):  # noqa: S104
+        out = cli("serve", "--host", host, "--port", "0",
+                  env={"SCOREBOARD_DATA_DIR": str(tmp_path), "SCOREBOARD_JWT_SECRET": ""})
+        assert out.returncode == 2, (host, out.stderr)
+        for variable in ("SCOREBOARD_JWT_SECRET", "SCOREBOARD_JWT_PUBLIC_KEY",
+                         "SCOREBOARD_JWT_JWKS_URL"):
+            assert variable in out.stderr
+    with ServerProcess(tmp_path / "dev", env={"SCOREBOARD_JWT_SECRET": ""}) as dev:
+        r = httpx.post(dev.url + "/dev/token", json={"user_id": "alice"})
+        assert r.status_code == 200 and r.json()["token"].count(".") == 2
+    with ServerProcess(tmp_path / "keyed") as keyed:  # a configured key: no token helper
+        r = httpx.post(keyed.url + "/dev/token", json={"user_id": "alice"})
+        assert r.status_code == 404

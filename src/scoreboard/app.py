@@ -16,11 +16,11 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scoreboard.api.admin import admin_router
+from scoreboard.api.cors import StrictCORS
 from scoreboard.api.edge import Edge
 from scoreboard.api.hot import AsgiEndpoint, ScoreRoutes
 from scoreboard.api.live import LiveRoutes
@@ -221,7 +221,7 @@ def create_app(settings: Settings) -> Edge:
 
     app: ASGIApp = HotDispatch(hot, api)
     if settings.cors_origins:
-        app = CORSMiddleware(
+        app = StrictCORS(
             app,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],

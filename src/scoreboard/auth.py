@@ -38,6 +38,7 @@ MAX_TOKEN_BYTES = 8192
 LEEWAY_SECONDS = 30
 JWKS_REFETCH_SECONDS = 30
 ADMIN_SCOPE = "scoreboard:admin"
+WRITE_SCOPE = "scoreboard:write"  # a trusted game server: writes any user's score
 DEV_KEY_FILE = "dev-jwt-secret"
 _NAME_LENGTH = 64
 
@@ -47,6 +48,11 @@ class Identity:
     sub: str
     name: str | None
     admin: bool
+    writer: bool = False  # scoreboard:write: any user's score and tickets, never /admin
+
+    @property
+    def writes_for_others(self) -> bool:
+        return self.admin or self.writer
 
 
 def clean_name(value: object) -> str | None:
@@ -58,12 +64,13 @@ def clean_name(value: object) -> str | None:
     return kept or None
 
 
-def is_admin(scope: object) -> bool:
-    if isinstance(scope, str):
-        return ADMIN_SCOPE in scope.split(" ")
-    if isinstance(scope, list):
-        return ADMIN_SCOPE in [s for s in scope if isinstance(s, str)]
-    return False
+def scopes(claim: object) -> set[str]:
+    """The ``scope`` claim: a space-separated string, or a JSON array of strings."""
+    if isinstance(claim, str):
+        return set(claim.split(" "))
+    if isinstance(claim, list):
+        return {s for s in claim if isinstance(s, str)}
+    return set()
 
 
 def load_or_create_dev_secret(data_dir: Path) -> str:
@@ -261,7 +268,9 @@ class TokenVerifier:
         if not is_user_id(sub):
             raise Unauthorized("the token's subject is not a valid user id", "bad_sub")
         name = clean_name(claims.get("name"))
-        return Identity(sub=str(sub), name=name, admin=is_admin(claims.get("scope")))
+        granted = scopes(claims.get("scope"))
+        return Identity(sub=str(sub), name=name, admin=ADMIN_SCOPE in granted,
+                        writer=WRITE_SCOPE in granted)
 
 
 _ABSENT = object()

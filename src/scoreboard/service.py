@@ -32,6 +32,7 @@ from scoreboard.errors import (
     ScoreboardError,
     Unprocessable,
 )
+from scoreboard.etags import etag_of
 from scoreboard.groupcommit import GroupCommitter
 from scoreboard.jobs import (
     EventBatch,
@@ -166,7 +167,7 @@ class ScoreService:
     async def add(self, who: Identity, user_id: str, increment: int | None,
                   action_id: str | None, key: str | None, fingerprint: str) -> UpdateResult:
         """Add ``increment``, or redeem the ticket ``action_id``, for ``user_id``."""
-        if user_id != who.sub and not who.admin:
+        if user_id != who.sub and not who.writes_for_others:
             raise Forbidden("a token may only change its own user's score", "other_user")
         if user_id in self._banned or who.sub in self._banned:
             raise Forbidden("this user is banned", "banned")
@@ -174,7 +175,7 @@ class ScoreService:
             raise Forbidden("this server only counts completed actions (action_id)",
                             "action_required")
         own = user_id == who.sub
-        source = "increment" if own else f"admin:{who.sub}"
+        source = "increment" if own else f"{'admin' if who.admin else 'server'}:{who.sub}"
         update = ScoreUpdate(
             sub=who.sub, user_id=user_id, delta=increment or 0, name=who.name if own else None,
             key=key, fingerprint=fingerprint, source=source, action_id=action_id,
@@ -360,7 +361,7 @@ class ScoreService:
         if board is None:
             top = await self._ranking.top(limit)
             body = orjson.dumps([e.as_dict() for e in top.entries])
-            etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+            etag = etag_of(body)
             board = self._boards[limit] = Board(body, etag, top.version)
         return board
 

@@ -115,6 +115,44 @@ async def test_admin_may_change_another_users_score(server: Server) -> None:
         problem(await server.post("bob", 1, sub="mallory", scope=scope), 403)
 
 
+async def test_a_game_servers_write_scope(server: Server) -> None:
+    """scoreboard:write: any user's score and ticket, never /admin."""
+    r = await server.post("bob", 3, sub="game-server", scope="scoreboard:write")
+    assert r.status_code == 200 and r.json()["score"] == 3
+    ticket = (await server.client.post("/actions", json={"kind": "demo"},
+                                       headers=server.auth("carol"))).json()
+    await asyncio.sleep(1.05)  # the demo action's minimum time
+    r = await server.client.post("/score", json={"user_id": "carol", "action_id": ticket["action_id"]},
+                                 headers=server.auth("game-server", scope=["scoreboard:write"]))
+    assert r.status_code == 200 and r.json()["score"] == 10
+    admin = await server.client.get("/admin/suspicious",
+                                    headers=server.auth("game-server", scope="scoreboard:write"))
+    problem(admin, 403)
+    view = await server.client.get("/admin/users/bob", headers=server.auth("root", scope="scoreboard:admin"))
+    assert view.json()["ledger"][0]["source"] == "server:game-server"
+
+
+async def test_two_authorization_headers_are_refused(server: Server) -> None:
+    """Routes once disagreed about which of two counted (/score the last, /admin the first)."""
+    good, other = server.token("root", scope="scoreboard:admin"), server.token("alice")
+    for first, second in ((good, other), (other, good)):
+        headers = [("Authorization", f"Bearer {first}"), ("Authorization", f"Bearer {second}")]
+        problem(await server.client.post("/score", json={"user_id": "alice", "increment": 1},
+                                         headers=headers), 401)
+        problem(await server.client.get("/admin/suspicious", headers=headers), 401)
+
+
+async def test_a_lone_surrogate_in_a_keyed_body_is_a_4xx(server: Server) -> None:
+    """Valid JSON, not valid UTF-8 once decoded: the idempotency fingerprint once
+    crashed on it (a 500 with a traceback)."""
+    body = b'{"user_id": "\\ud800", "increment": 1}'
+    r = await raw(server, body, {"Idempotency-Key": "surrogate"})
+    problem(r, 422)
+    r = await raw(server, b'{"user_id": "alice", "increment": 1, "x": "\\udfff"}',
+                  {"Idempotency-Key": "surrogate-2"})
+    problem(r, 422)
+
+
 async def test_404_unknown_path(server: Server) -> None:
     problem(await server.client.get("/nope"), 404)
 

@@ -105,3 +105,18 @@ async def test_keys_survive_a_restart(make_server) -> None:  # type: ignore[no-u
         assert again.content == first.content
         assert again.headers["idempotent-replayed"] == "true"
         assert (await s.client.get("/users/alice")).json()["score"] == 4
+
+
+async def test_a_replay_is_answered_after_the_media_type_check(server: Server) -> None:
+    """API.md's order: size, authentication, rate limit, media type, then the rest; a
+    remembered key does not skip the media type."""
+    body = b'{"user_id": "alice", "increment": 2}'
+    headers = {**server.auth(), "Idempotency-Key": "typed"}
+    first = await server.client.post("/score", content=body,
+                                     headers={**headers, "Content-Type": "application/json"})
+    assert first.status_code == 200
+    problem(await server.client.post("/score", content=body,
+                                     headers={**headers, "Content-Type": "text/plain"}), 415)
+    again = await server.client.post("/score", content=body,
+                                     headers={**headers, "Content-Type": "application/json"})
+    assert again.content == first.content and again.headers["idempotent-replayed"] == "true"

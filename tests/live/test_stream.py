@@ -93,13 +93,17 @@ async def test_live_connection_caps(make_server) -> None:  # type: ignore[no-unt
         async with stream(s.client) as a, stream(s.client) as b:
             await a.next()
             await b.next()
-            problem(await s.client.get("/scores/stream"), 429)
+            over = await s.client.get("/scores/stream")
+            problem(over, 429)
+            assert int(over.headers["retry-after"]) >= 1
         await asyncio.sleep(0.1)
         async with stream(s.client) as c:  # freed again
             await c.next()
     async with make_server(live_max=1) as s, stream(s.client) as a:
         await a.next()
-        problem(await s.client.get("/scores/stream"), 503)
+        full = await s.client.get("/scores/stream")
+        problem(full, 503)
+        assert int(full.headers["retry-after"]) >= 1
 
 
 def ws_url(server: Server) -> str:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from scoreboard.api import body as checks
-from scoreboard.api.authn import authenticate
+from scoreboard.api.authn import authenticate, authorization_headers, client_address
 from scoreboard.api.routes import Service
 from scoreboard.api.schemas import (
     RFC3339,
@@ -35,8 +35,8 @@ from scoreboard.service import AdminView, ScoreService
 async def require_admin(request: Request) -> Identity:
     verifier: TokenVerifier = request.app.state.verifier
     limits: RateLimits = request.app.state.limits
-    address = request.client.host if request.client else "unknown"
-    who = await authenticate(verifier, limits, address, request.headers.get("authorization"))
+    who = await authenticate(verifier, limits, client_address(request.scope),
+                             authorization_headers(request.scope))
     if not who.admin:
         service: ScoreService = request.app.state.service
         service.refused(who.sub, "not_admin")

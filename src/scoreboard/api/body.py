@@ -43,8 +43,11 @@ def parse_json(body: bytes) -> Any:
 
 
 def canonical(value: Any) -> str:
-    """A stable form of a JSON value, so bodies that are equal as JSON compare equal."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """A stable form of a JSON value, so bodies that are equal as JSON compare equal.
+
+    ASCII with escapes: a lone surrogate (``"\\ud800"``, valid JSON, not valid UTF-8)
+    stays a string the fingerprint can hash, and the field checks refuse it (422)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def json_object(value: Any, fields: dict[str, bool]) -> dict[str, Any]:

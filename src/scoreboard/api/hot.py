@@ -17,9 +17,10 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from scoreboard.api import body as checks
-from scoreboard.api.authn import authenticate
+from scoreboard.api.authn import authenticate, client_address
 from scoreboard.auth import Identity, TokenVerifier
 from scoreboard.errors import BadRequest, ScoreboardError, Unprocessable
+from scoreboard.etags import none_match
 from scoreboard.metrics import Metrics
 from scoreboard.model import StoredResponse, rfc3339
 from scoreboard.ratelimit import RateLimits
@@ -56,7 +57,7 @@ class ScoreRoutes:
         board = await self._service.board(limit)
         etag = board.etag.encode()
         headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
-        if _etag_matches(_header(scope, b"if-none-match"), etag):
+        if none_match(_header(scope, b"if-none-match"), board.etag):
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -66,12 +67,13 @@ class ScoreRoutes:
         who: Identity | None = None
         try:
             body = await _read_body(receive)
-            authorization, content_type, keys = _post_headers(scope)
-            who = await self._authenticate(scope, authorization)
+            authorizations, content_type, keys = _post_headers(scope)
+            who = await self._authenticate(scope, authorizations)
             valid = len(keys) == 1 and _IDEMPOTENCY_KEY.fullmatch(keys[0])
             key = keys[0].decode() if valid else None
             parsed: object = None
             body_print = ""  # identifies the body of a keyed request
+            earlier: StoredResponse | None = None
             if key is not None:
                 try:
                     parsed = checks.parse_json(body)
@@ -80,11 +82,12 @@ class ScoreRoutes:
                 else:
                     body_print = fingerprint(checks.canonical(parsed))
                     earlier = await self._service.replay(who.sub, key, body_print)
-                    if earlier is not None:
-                        await self._answer(send, earlier, replayed=True)
-                        return
-            await self._service.admit(who.sub)
+            if earlier is None:  # a replay is not counted (API.md)
+                await self._service.admit(who.sub)
             checks.check_media_type(content_type)
+            if earlier is not None:
+                await self._answer(send, earlier, replayed=True)
+                return
             if keys and key is None:
                 raise BadRequest(
                     "Idempotency-Key must be sent once, 1-255 printable ASCII characters",
@@ -115,8 +118,8 @@ class ScoreRoutes:
         who: Identity | None = None
         try:
             body = await _read_body(receive)
-            authorization, content_type, _ = _post_headers(scope)
-            who = await self._authenticate(scope, authorization)
+            authorizations, content_type, _ = _post_headers(scope)
+            who = await self._authenticate(scope, authorizations)
             await self._service.admit_action(who.sub)
             checks.check_media_type(content_type)
             fields = checks.json_object(checks.parse_json(body), {"kind": True})
@@ -144,10 +147,9 @@ class ScoreRoutes:
             sub=who.sub if who else None, client=client[0] if client else None,
         )
 
-    async def _authenticate(self, scope: Scope, authorization: str | None) -> Identity:
-        client = scope.get("client")
-        address = client[0] if client else "unknown"
-        return await authenticate(self._verifier, self._limits, address, authorization)
+    async def _authenticate(self, scope: Scope, authorizations: list[bytes]) -> Identity:
+        return await authenticate(self._verifier, self._limits, client_address(scope),
+                                  authorizations)
 
     async def _answer(self, send: Send, response: StoredResponse, replayed: bool) -> None:
         self._metrics.update_accepted(replayed)
@@ -155,18 +157,19 @@ class ScoreRoutes:
         await _send_json(send, response.status, response.body, headers)
 
 
-def _post_headers(scope: Scope) -> tuple[str | None, str | None, list[bytes]]:
-    """Authorization, Content-Type and every Idempotency-Key, in one pass."""
-    authorization = content_type = None
+def _post_headers(scope: Scope) -> tuple[list[bytes], str | None, list[bytes]]:
+    """Every Authorization, the Content-Type and every Idempotency-Key, in one pass."""
+    content_type = None
+    authorizations = []
     keys = []
     for name, value in scope["headers"]:
         if name == b"authorization":
-            authorization = value.decode("latin-1")
+            authorizations.append(value)
         elif name == b"content-type":
             content_type = value.decode("latin-1")
         elif name == b"idempotency-key":
             keys.append(value)
-    return authorization, content_type, keys
+    return authorizations, content_type, keys
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -211,11 +214,3 @@ def _limit(query_string: bytes) -> int:
                 raise Unprocessable("limit must be an integer from 1 to 100", "bad_limit")
             limit = int(value)
     return limit
-
-
-
-def _etag_matches(if_none_match: str | None, etag: bytes) -> bool:
-    if not if_none_match:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-    return "*" in tags or etag.decode() in tags

@@ -10,6 +10,7 @@ from starlette.types import Scope, Send
 from scoreboard.errors import ScoreboardError, Unauthorized
 
 PROBLEM_TYPE = "application/problem+json"
+_NO_BEARER = {"missing_token", "bad_scheme"}  # reasons where no bearer token was sent
 
 
 def problem_body(status: int, detail: str, title: str | None = None,
@@ -28,7 +29,9 @@ def problem_body(status: int, detail: str, title: str | None = None,
 def error_headers(error: ScoreboardError) -> list[tuple[bytes, bytes]]:
     headers: list[tuple[bytes, bytes]] = []
     if isinstance(error, Unauthorized):
-        headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
+        # RFC 6750 3.1: no error code when the request carried no bearer token at all.
+        challenge = b"Bearer" if error.reason in _NO_BEARER else b'Bearer error="invalid_token"'
+        headers.append((b"www-authenticate", challenge))
     if error.retry_after is not None:
         headers.append((b"retry-after", str(error.retry_after).encode()))
     return headers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -12,6 +13,7 @@ from starlette.exceptions import HTTPException
 from scoreboard.api.problems import PROBLEM_TYPE, error_headers, problem_body
 from scoreboard.api.schemas import Health, Readiness, ScoreEntry, problem_responses
 from scoreboard.errors import ScoreboardError, StoreUnavailable
+from scoreboard.etags import etag_of, none_match
 from scoreboard.metrics import Metrics
 from scoreboard.service import ScoreService
 
@@ -33,10 +35,15 @@ router = APIRouter()
 
 @router.get("/users/{user_id}", response_model=ScoreEntry, tags=["scores"],
             responses=problem_responses(404))
-async def get_user(user_id: str, service: Service) -> Response:
-    """A user's score and rank; 404 for a user with no score."""
+async def get_user(user_id: str, request: Request, service: Service) -> Response:
+    """A user's score and rank; 404 for a user with no score. ETag; If-None-Match -> 304."""
     ranked = await service.user(user_id)
-    return JSONResponse(ranked.as_dict(), headers={"cache-control": "no-cache"})
+    body = orjson.dumps(ranked.as_dict())
+    etag = etag_of(body)
+    headers = {"cache-control": "no-cache", "etag": etag}
+    if none_match(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/healthz", response_model=Health, tags=["operations"])

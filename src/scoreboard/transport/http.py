@@ -269,14 +269,23 @@ class ReceiptProtocol(HttpToolsProtocol):
         self._stop_timer()
         # Not in the middle of an earlier (pipelined) response: that would corrupt it.
         if self.cycle is None or self.cycle.response_complete:
-            lines = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
-            lines += [name + b": " + value + b"\r\n"
-                      for name, value in self.server_state.default_headers]
-            lines += _security_headers(self.scheme)
-            lines.append(b"content-length: %d\r\n\r\n" % len(_HEAD_TOO_LARGE))
-            lines.append(_HEAD_TOO_LARGE)
-            self.transport.write(b"".join(lines))
+            self._write_problem(b"431 Request Header Fields Too Large", _HEAD_TOO_LARGE)
         self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser refuses (malformed HTTP): a problem, like every error."""
+        self._write_problem(b"400 Bad Request", problem_body(400, msg.rstrip(".")))
+        self.transport.close()
+
+    def _write_problem(self, status: bytes, body: bytes) -> None:
+        """A whole problem response, written here: the app never saw this request."""
+        lines = [b"HTTP/1.1 " + status + b"\r\n"]
+        lines += [name + b": " + value + b"\r\n"
+                  for name, value in self.server_state.default_headers]
+        lines += _security_headers(self.scheme)
+        lines.append(b"content-length: %d\r\n\r\n" % len(body))
+        lines.append(body)
+        self.transport.write(b"".join(lines))
 
     def handle_websocket_upgrade(self) -> None:
         self._stop_timer()  # the transport now belongs to the WebSocket protocol
