@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
@@ -34,14 +34,17 @@ router = APIRouter()
 
 
 @router.get("/users/{user_id}", response_model=ScoreEntry, tags=["scores"],
-            responses=problem_responses(404))
-async def get_user(user_id: str, request: Request, service: Service) -> Response:
-    """A user's score and rank; 404 for a user with no score. ETag; If-None-Match -> 304."""
+            responses={304: {"description": "Not modified since the ETag sent"},
+                       **problem_responses(404)})
+async def get_user(user_id: str, service: Service,
+                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """A user's score and rank; 404 for a user with no score. Carries an ETag; a
+    matching If-None-Match gets 304."""
     ranked = await service.user(user_id)
     body = orjson.dumps(ranked.as_dict())
     etag = etag_of(body)
     headers = {"cache-control": "no-cache", "etag": etag}
-    if none_match(request.headers.get("if-none-match"), etag):
+    if none_match(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
