@@ -44,7 +44,6 @@ from scoreboard.store.base import Store
 from scoreboard.store.sqlite import SQLiteStore
 
 log = structlog.get_logger("scoreboard.app")
-BAN_SYNC_SECONDS = 2.0  # how soon a ban made on one instance holds on the others
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_DESCRIPTION = """\
@@ -105,17 +104,8 @@ class Shared:
         self.broker = RedisBroker(self.link)
 
     async def run(self, service: ScoreService) -> None:
-        """Watch Redis, and take up bans made elsewhere, while the service runs."""
-
-        async def sync_bans() -> None:
-            while True:
-                await asyncio.sleep(BAN_SYNC_SECONDS)
-                try:
-                    await service.sync_bans()
-                except Exception:
-                    log.exception("ban_sync_failed")
-
-        await asyncio.gather(self.ranking.watch(service.refresh), sync_bans())
+        """Watch Redis while the service runs: rebuild the ranking when Redis is back."""
+        await self.ranking.watch(service.refresh)
 
 
 def create_app(settings: Settings) -> Edge:

@@ -17,6 +17,8 @@ short machine name used in logs and metrics; ``detail`` is safe to show a client
      ├── RateLimited (429)       with retry_after seconds
      ├── HeadersTooLarge (431)
      └── StoreUnavailable (503)  nothing was acknowledged
+          ├── StatementFailed      the database refused one update's statement
+          └── TransactionConflict  the database gave the transaction up (a deadlock)
 """
 
 from __future__ import annotations
@@ -99,6 +101,16 @@ class StoreUnavailable(ScoreboardError):
     def __init__(self, detail: str = "storage is unavailable; nothing was stored",
                  reason: str = "store_unavailable") -> None:
         super().__init__(detail, reason)
+
+
+class StatementFailed(StoreUnavailable):
+    """The database refused a statement of one update (a constraint): the other updates
+    of its batch can be committed without it (``groupcommit`` splits the batch)."""
+
+
+class TransactionConflict(StoreUnavailable):
+    """The database gave the transaction up for a conflict with another (a deadlock, a
+    serialization failure): nothing was kept, and running it again may succeed."""
 
 
 def describe(error: BaseException) -> str:

@@ -15,7 +15,12 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from scoreboard.errors import ScoreboardError, StoreUnavailable
+from scoreboard.errors import (
+    ScoreboardError,
+    StatementFailed,
+    StoreUnavailable,
+    TransactionConflict,
+)
 from scoreboard.store.base import Store, Transaction
 
 J = TypeVar("J")
@@ -24,6 +29,7 @@ Work = Callable[[Transaction, Sequence[J]], Awaitable[list[R | ScoreboardError]]
 AfterCommit = Callable[[Sequence[R | ScoreboardError]], Awaitable[None]]
 
 log = structlog.get_logger("scoreboard.groupcommit")
+CONFLICT_ATTEMPTS = 3  # a batch the database gave up (a deadlock) runs at most this often
 
 
 class GroupCommitter(Generic[J, R]):
@@ -90,23 +96,28 @@ class GroupCommitter(Generic[J, R]):
                     self._queue.task_done()
 
     async def _commit(self, batch: list[tuple[J, asyncio.Future[R]]]) -> None:
+        """Commit the batch; answer every caller. One update the database refuses fails
+        alone: the batch is then committed one job at a time."""
         jobs = [job for job, _ in batch]
         try:
-            async with self._store.transaction() as tx:
-                results = await self._work(tx, jobs)
+            results = await self._transact(jobs)
+        except StatementFailed as exc:
+            if len(batch) > 1:
+                log.warning("batch_split", batch=len(batch), reason=exc.reason)
+                for item in batch:
+                    await self._commit([item])
+                return
+            self._fail(batch, exc)
+            return
         except StoreUnavailable as exc:
             log.error("commit_failed", batch=len(batch), reason=exc.reason)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            self._fail(batch, exc)
             return
         except Exception as exc:  # a bug: fail the batch, keep the writer alive
             log.exception("commit_crashed", batch=len(batch))
             failure = StoreUnavailable()
             failure.__cause__ = exc
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
+            self._fail(batch, failure)
             return
         self._observe_batch(len(batch))
         try:
@@ -122,6 +133,26 @@ class GroupCommitter(Generic[J, R]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    async def _transact(self, jobs: list[J]) -> list[R | ScoreboardError]:
+        """The jobs in one transaction, run again when the database gave it up for a
+        conflict with another instance's (nothing of it was kept)."""
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                async with self._store.transaction() as tx:
+                    return await self._work(tx, jobs)
+            except TransactionConflict as exc:
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
+                log.warning("commit_conflict", batch=len(jobs), attempt=attempt,
+                            reason=exc.reason)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _fail(batch: list[tuple[J, asyncio.Future[R]]], error: StoreUnavailable) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -54,6 +54,21 @@ class EventBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class FlagRequest:
+    """Detection flagged a user: stored once per reason, whichever instance saw it."""
+
+    user_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Flagged:
+    user_id: str
+    reason: str
+    new: bool  # False: already flagged for it (by this instance or another)
+
+
+@dataclass(frozen=True, slots=True)
 class UpdateResult:
     response: StoredResponse
     total: UserTotal | None  # None for a replay
@@ -61,8 +76,8 @@ class UpdateResult:
     points: int = 0
 
 
-Job = ScoreUpdate | TicketRequest | Moderation | EventBatch
-Outcome = UpdateResult | Ticket | Moderated | None
+Job = ScoreUpdate | TicketRequest | Moderation | EventBatch | FlagRequest
+Outcome = UpdateResult | Ticket | Moderated | Flagged | None
 
 
 async def redeem(tx: Transaction, action_id: str, user_id: str,
@@ -82,6 +97,21 @@ async def redeem(tx: Transaction, action_id: str, user_id: str,
     if not await tx.redeem_ticket(action_id, now_ms):
         return Conflict("this ticket was already redeemed", "ticket_redeemed")
     return ticket
+
+
+def job_user(job: Job) -> str:
+    """The user whose rows a job locks ("" for none): a batch takes them in this order,
+    so that two instances' batches never wait on each other in a cycle."""
+    if isinstance(job, ScoreUpdate | Moderation):
+        return job.user_id
+    return ""
+
+
+async def flag(tx: Transaction, job: FlagRequest, now_ms: int) -> Flagged:
+    new = await tx.flag(job.user_id, job.reason, now_ms)
+    if new:
+        await tx.record_events([SecurityEvent(job.user_id, now_ms, "flagged", job.reason)])
+    return Flagged(job.user_id, job.reason, new)
 
 
 async def moderate(tx: Transaction, job: Moderation, banning: set[str],

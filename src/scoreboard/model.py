@@ -101,3 +101,13 @@ class UserRecord:
     banned: bool
     ledger: list[LedgerEntry]
     events: list[SecurityEvent]
+    flags: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """Why detection flagged a user (each reason once), and since when."""
+
+    user_id: str
+    reasons: list[str]
+    since_ms: int

@@ -12,6 +12,7 @@ token, media type, JSON); everything about scores happens here.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -24,7 +25,7 @@ import structlog
 
 from scoreboard.auth import Identity
 from scoreboard.broker.base import Broker, Snapshot
-from scoreboard.detection import Detector
+from scoreboard.detection import Refusals, Velocity
 from scoreboard.errors import (
     Conflict,
     Forbidden,
@@ -36,6 +37,8 @@ from scoreboard.etags import etag_of
 from scoreboard.groupcommit import GroupCommitter
 from scoreboard.jobs import (
     EventBatch,
+    Flagged,
+    FlagRequest,
     Job,
     Moderated,
     Moderation,
@@ -43,6 +46,8 @@ from scoreboard.jobs import (
     ScoreUpdate,
     TicketRequest,
     UpdateResult,
+    flag,
+    job_user,
     moderate,
     redeem,
     replay_or_mismatch,
@@ -50,6 +55,7 @@ from scoreboard.jobs import (
 from scoreboard.model import (
     MAX_TOTAL,
     ActionKind,
+    Flag,
     RankedUser,
     SecurityEvent,
     StoredResponse,
@@ -67,6 +73,7 @@ PURGE_BATCH = 5000
 ADMIN_VIEW_ROWS = 100
 
 log = structlog.get_logger("scoreboard.service")
+_TAKEN = object()  # a key this batch has already given to an earlier update
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +122,9 @@ class ScoreService:
     ) -> None:
         self._on_rebuild = on_rebuild
         self._actions = {kind.name: kind for kind in actions}
-        self._detector = Detector(clock)
+        self._refusals = Refusals(clock)
+        self._velocity = Velocity(store.points_since, clock)
         self._on_flag = on_flag
-        self._banned: set[str] = set()
-        self._moderated = 0  # bans and unbans committed here: sync_bans must not undo one
         self._require_action = require_action
         self._store = store
         self._ranking = ranking
@@ -128,6 +134,7 @@ class ScoreService:
         self._in_flight: set[tuple[str, str]] = set()
         self._boards: dict[int, Board] = {}
         self._next_purge_ms = 0
+        self._detecting: asyncio.Task[None] | None = None
         self._committer: GroupCommitter[Job, Outcome] = GroupCommitter(
             store, self._apply_batch, self._after_commit, observe_batch, max_queue=max_queue
         )
@@ -136,19 +143,20 @@ class ScoreService:
 
     async def start(self) -> None:
         started = time.perf_counter()
-        self._banned = await self._store.banned()
+        banned = await self._store.banned()
         totals = await self._store.totals()
-        await self._ranking.rebuild(totals, self._banned)
+        await self._ranking.rebuild(totals, banned)
         self._on_rebuild(time.perf_counter() - started)
         log.info("ranking_rebuilt", users=len(totals),
                  seconds=round(time.perf_counter() - started, 3))
-        for event in await self._store.flagged():
-            self._detector.restore(event.user_id, set(event.detail.split(",")),
-                                   event.at_ms / 1000)
         await self.refresh()
         self._committer.start()
+        self._detecting = asyncio.create_task(self._velocity.run(self._flag), name="velocity")
 
     async def stop(self) -> None:
+        if self._detecting is not None:
+            self._detecting.cancel()
+            await asyncio.gather(self._detecting, return_exceptions=True)
         await self._committer.stop()
 
     # -- writes ---------------------------------------------------------------
@@ -169,8 +177,6 @@ class ScoreService:
         """Add ``increment``, or redeem the ticket ``action_id``, for ``user_id``."""
         if user_id != who.sub and not who.writes_for_others:
             raise Forbidden("a token may only change its own user's score", "other_user")
-        if user_id in self._banned or who.sub in self._banned:
-            raise Forbidden("this user is banned", "banned")
         if increment is not None and self._require_action and not who.admin:
             raise Forbidden("this server only counts completed actions (action_id)",
                             "action_required")
@@ -197,8 +203,6 @@ class ScoreService:
         if kind is None:  # fields (422) before authorisation (403), as API.md orders them
             known = ", ".join(sorted(self._actions))
             raise Unprocessable(f"unknown action kind; known: {known}", "unknown_kind")
-        if who.sub in self._banned:
-            raise Forbidden("this user is banned", "banned")
         now_ms = int(self._clock() * 1000)
         ticket = Ticket(
             id=secrets.token_urlsafe(24), user_id=who.sub, kind=kind.name, points=kind.points,
@@ -209,55 +213,92 @@ class ScoreService:
 
     async def _apply_batch(self, tx: Transaction,
                            jobs: Sequence[Job]) -> list[Outcome | ScoreboardError]:
+        """Every job of the batch in one transaction; the results in the jobs' order.
+
+        Rows are locked in one order on every instance — the batch's Idempotency-Keys
+        first (sorted), then each user's rows, users in order — so that two instances'
+        batches never wait on each other in a cycle. Bans are read here, in the writer's
+        own transaction: a ban committed anywhere refuses every later write.
+        """
         now_ms = int(self._clock() * 1000)
-        banning: set[str] = set()  # bans earlier in this batch refuse later updates
-        results: list[Outcome | ScoreboardError | Staged] = []
-        for job in jobs:
+        updates = [job for job in jobs if isinstance(job, ScoreUpdate)]
+        claimed = await self._claim_keys(tx, updates, now_ms)
+        users = {job.user_id for job in updates} | {job.sub for job in updates} | {
+            job.ticket.user_id for job in jobs if isinstance(job, TicketRequest)}
+        banning = await tx.banned_among(sorted(users)) if users else set()
+        order = sorted(range(len(jobs)), key=lambda i: job_user(jobs[i]))
+        results: list[Outcome | ScoreboardError | Staged] = [None] * len(jobs)
+        for i in order:
+            job = jobs[i]
             if isinstance(job, ScoreUpdate):
-                results.append(await self._apply_update(tx, job, banning, now_ms))
+                results[i] = await self._apply_update(tx, job, claimed, banning, now_ms)
             elif isinstance(job, TicketRequest):
-                await tx.issue_ticket(job.ticket, now_ms)
-                results.append(job.ticket)
+                if job.ticket.user_id in banning:
+                    results[i] = Forbidden("this user is banned", "banned")
+                else:
+                    await tx.issue_ticket(job.ticket, now_ms)
+                    results[i] = job.ticket
             elif isinstance(job, Moderation):
-                results.append(await moderate(tx, job, banning, now_ms))
+                results[i] = await moderate(tx, job, banning, now_ms)
+            elif isinstance(job, FlagRequest):
+                results[i] = await flag(tx, job, now_ms)
             else:
                 await tx.record_events(job.events)
-                results.append(None)
         if now_ms >= self._next_purge_ms:
             self._next_purge_ms = now_ms + PURGE_EVERY_MS
             await tx.forget_responses(now_ms - KEY_RETENTION_MS, PURGE_BATCH)
             # An expired ticket can never redeem; a day later nobody asks about it either.
             await tx.forget_tickets(now_ms - KEY_RETENTION_MS, PURGE_BATCH)
-        return await self._answer(tx, results, now_ms)
+        return await self._answer(tx, results, order)
+
+    @staticmethod
+    async def _claim_keys(tx: Transaction, updates: Sequence[ScoreUpdate],
+                          now_ms: int) -> dict[tuple[str, str], StoredResponse | None]:
+        """Take each keyed update's Idempotency-Key, in key order: the answer remembered
+        under it, or None when this batch holds it now."""
+        keys = sorted({(u.sub, u.key) for u in updates if u.key is not None})
+        return {(sub, key): await tx.claim(sub, key, now_ms) for sub, key in keys}
 
     async def _answer(self, tx: Transaction, results: list[Outcome | ScoreboardError | Staged],
-                      now_ms: int) -> list[Outcome | ScoreboardError]:
-        """Each staged update's answer, with its rank (one ranking call for the batch),
-        remembered under its Idempotency-Key in the same transaction."""
-        staged = [r for r in results if isinstance(r, Staged)]
+                      order: list[int]) -> list[Outcome | ScoreboardError]:
+        """Each staged update's answer, with its rank (one ranking call for the batch, in
+        the order the updates were written), remembered under its Idempotency-Key in the
+        same transaction."""
+        staged = [i for i in order if isinstance(results[i], Staged)]
         if not staged:  # tickets, moderation, events: no ranks to ask for
             return cast(list[Outcome | ScoreboardError], results)
-        ranks = iter(await self._ranking.ranks_after(tx, [s.total for s in staged]))
-        answers: list[Outcome | ScoreboardError] = []
-        for r in results:
-            if not isinstance(r, Staged):
-                answers.append(r)
-                continue
+        totals = [cast(Staged, results[i]).total for i in staged]
+        for i, rank in zip(staged, await self._ranking.ranks_after(tx, totals), strict=True):
+            r = cast(Staged, results[i])
             u, total = r.update, r.total
-            body = orjson.dumps({"user_id": u.user_id, "score": total.total, "rank": next(ranks)})
+            body = orjson.dumps({"user_id": u.user_id, "score": total.total, "rank": rank})
             response = StoredResponse(u.fingerprint, 200, body)
             if u.key is not None:
-                await tx.remember(u.sub, u.key, response, now_ms)
-            answers.append(UpdateResult(response, total, points=r.points))
-        return answers
+                await tx.remember(u.sub, u.key, response)
+            results[i] = UpdateResult(response, total, points=r.points)
+        return cast(list[Outcome | ScoreboardError], results)
 
-    async def _apply_update(self, tx: Transaction, u: ScoreUpdate, banning: set[str],
-                            now_ms: int) -> Staged | UpdateResult | ScoreboardError:
+    async def _apply_update(
+        self, tx: Transaction, u: ScoreUpdate,
+        claimed: dict[tuple[str, str], StoredResponse | None], banning: set[str], now_ms: int,
+    ) -> Staged | UpdateResult | ScoreboardError:
         if u.key is not None:
-            earlier = await tx.find_response(u.sub, u.key)
+            earlier = claimed.pop((u.sub, u.key), _TAKEN)
+            if earlier is _TAKEN:  # the same key twice in one batch: the first holds it
+                return Conflict("a request with this Idempotency-Key is in flight",
+                                "key_in_flight")
             if earlier is not None:
-                return replay_or_mismatch(earlier, u.fingerprint)
-        if u.user_id in self._banned or u.user_id in banning:
+                return replay_or_mismatch(cast(StoredResponse, earlier), u.fingerprint)
+        outcome = await self._stage(tx, u, banning, now_ms)
+        if isinstance(outcome, ScoreboardError) and u.key is not None:
+            await tx.release(u.sub, u.key)  # refused: nothing is remembered, a retry may pass
+        return outcome
+
+    @staticmethod
+    async def _stage(tx: Transaction, u: ScoreUpdate, banning: set[str],
+                     now_ms: int) -> Staged | ScoreboardError:
+        """The update written in the transaction, or why it is refused (nothing written)."""
+        if u.user_id in banning or u.sub in banning:
             return Forbidden("this user is banned", "banned")
         delta, source = u.delta, u.source
         if u.action_id is not None:
@@ -267,6 +308,8 @@ class ScoreService:
             delta, source = redeemed.points, f"action:{redeemed.kind}:{redeemed.id[:8]}"
         total = await tx.add(u.user_id, delta, u.name, source, now_ms)
         if total is None:
+            if u.action_id is not None:  # a refused request changes nothing: not the ticket
+                await tx.unredeem_ticket(u.action_id)
             return Conflict(f"the total would pass {MAX_TOTAL}", "total_cap")
         return Staged(u, total, delta)
 
@@ -276,21 +319,19 @@ class ScoreService:
         for r in results:
             if isinstance(r, UpdateResult) and r.total is not None:
                 totals.append(r.total)
-                flag = self._detector.points(r.total.user_id, r.points)
-                if flag:
-                    self._flag(r.total.user_id, flag)
             elif isinstance(r, Moderated):
-                self._moderated += r.action in ("ban", "unban")
                 if r.action == "ban":
-                    self._banned.add(r.user_id)
-                    changed |= await self._ranking.remove(r.user_id)
+                    changed |= await self._ranking.ban(r.user_id)
                 elif r.action == "unban":
-                    self._banned.discard(r.user_id)
-                if r.total is not None and r.action in ("unban", "revert"):
+                    changed |= await self._ranking.unban(r.user_id, r.total)
+                elif r.action == "revert" and r.total is not None:
                     totals.append(r.total)
+            elif isinstance(r, Flagged) and r.new:
+                log.warning("user_flagged", user_id=r.user_id, reason=r.reason)
+                self._on_flag(r.reason)
         if totals:
-            visible = [t for t in totals if t.user_id not in self._banned]
-            changed |= await self._ranking.apply(visible)
+            changed |= await self._ranking.apply(totals)
+            self._velocity.saw(t.user_id for t in totals)
         if changed:
             await self.refresh()
 
@@ -306,18 +347,6 @@ class ScoreService:
         if any(board.version < snapshot.version for board in self._boards.values()):
             self._boards.clear()
 
-    async def sync_bans(self) -> None:
-        """Take up bans made by other instances (each instance refuses by its own list)."""
-        moderated = self._moderated
-        banned = await self._store.banned()
-        if self._moderated != moderated:
-            return  # a ban or unban committed here while reading: the read may predate it
-        seen, self._banned = banned - self._banned, banned
-        for user_id in seen:
-            log.info("ban_seen", user_id=user_id)
-            if await self._ranking.remove(user_id):
-                await self.refresh()
-
     # -- detection and moderation --------------------------------------------
 
     def refused(self, sub: str, reason: str) -> None:
@@ -325,15 +354,13 @@ class ScoreService:
         if self._limits.allow_event(sub):  # bounded: a flood cannot flood the database
             now_ms = int(self._clock() * 1000)
             self._committer.enqueue(EventBatch((SecurityEvent(sub, now_ms, reason, ""),)))
-        flag = self._detector.refusal(sub, reason)
-        if flag:
-            self._flag(sub, flag)
+        raised = self._refusals.refusal(sub, reason)
+        if raised:
+            self._flag(sub, raised)
 
     def _flag(self, user_id: str, reason: str) -> None:
-        log.warning("user_flagged", user_id=user_id, reason=reason)
-        self._on_flag(reason)
-        event = SecurityEvent(user_id, int(self._clock() * 1000), "flagged", reason)
-        self._committer.enqueue(EventBatch((event,)))
+        """Store the flag (once per reason, on any instance); logged and counted then."""
+        self._committer.enqueue(FlagRequest(user_id, reason))
 
     async def moderate(self, admin: str, action: str, user_id: str,
                        since_ms: int = 0) -> Moderated:
@@ -345,14 +372,11 @@ class ScoreService:
         if record.total is None and not record.events and not record.banned:
             raise NotFound(f"nothing is known of user {user_id!r}", "unknown_user")
         ranked = await self._ranking.get(user_id)
-        flag = self._detector.flags.get(user_id)
-        return AdminView(record, ranked.rank if ranked else None,
-                         sorted(flag.reasons) if flag else [])
+        return AdminView(record, ranked.rank if ranked else None, record.flags)
 
-    def suspicious(self) -> list[tuple[str, list[str], float]]:
-        """Flagged users, longest-flagged first."""
-        flags = sorted(self._detector.flags.items(), key=lambda kv: kv[1].since)
-        return [(user_id, sorted(flag.reasons), flag.since) for user_id, flag in flags]
+    async def suspicious(self) -> list[Flag]:
+        """Flagged users, longest-flagged first: the store's, the same on every instance."""
+        return await self._store.flags()
 
     # -- reads ----------------------------------------------------------------
 

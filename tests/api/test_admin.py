@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 from scoreboard.model import ActionKind
 from tests.live.sse import stream
@@ -120,8 +122,14 @@ async def test_unusual_velocity_is_flagged(make_server) -> None:  # type: ignore
             await s.post(f"player{i}", 5)
         for _ in range(3):
             await s.post("farmer", 200)  # 600 points in a minute: > 500 and > 10 x p95
-        flagged = (await s.client.get("/admin/suspicious", headers=admin(s))).json()
+        flagged: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 5  # checked a quarter second after the writes
+        while not flagged and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            flagged = (await s.client.get("/admin/suspicious", headers=admin(s))).json()
         assert [(f["user_id"], f["reasons"]) for f in flagged] == [("farmer", ["velocity"])]
+        metrics = (await s.client.get("/metrics")).text
+        assert 'scoreboard_users_flagged_total{reason="velocity"} 1.0' in metrics
 
 
 async def test_moderation_is_audited_and_survives_a_restart(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

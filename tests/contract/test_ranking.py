@@ -134,17 +134,24 @@ async def test_ties_are_exact_at_the_largest_totals_and_seqs(ranking: Ranking) -
     assert late is not None and (late.rank, late.score) == (2, MAX_TOTAL)
 
 
-async def test_remove_takes_a_user_off_and_rebuild_skips_banned(ranking: Ranking) -> None:
+async def test_a_ban_takes_a_user_off_until_the_unban(ranking: Ranking) -> None:
     await ranking.rebuild([UserTotal("a", 9, 1, "A"), UserTotal("b", 5, 2, None),
                            UserTotal("c", 3, 3, None)], {"c"})
     assert [e.user_id for e in (await ranking.top(10)).entries] == ["a", "b"]
-    assert await ranking.remove("a")
-    assert not await ranking.remove("a")
+    assert await ranking.ban("a")
+    assert not await ranking.ban("a")
     assert await ranking.get("a") is None
     b = await ranking.get("b")
     assert b is not None and b.rank == 1
-    assert await ranking.apply([UserTotal("a", 9, 1, None)])  # an unban puts it back
-    assert [e.user_id for e in (await ranking.top(10)).entries] == ["a", "b"]
+    # A total committed before the ban but applied after it (another instance, late)
+    # does not bring the user back; neither does a newer one.
+    assert not await ranking.apply([UserTotal("a", 12, 4, None)])
+    assert not await ranking.apply([UserTotal("c", 30, 5, None)])  # banned at the rebuild
+    assert [e.user_id for e in (await ranking.top(10)).entries] == ["b"]
+    assert await ranking.unban("a", UserTotal("a", 12, 4, None))  # back, with its total
+    assert [(e.user_id, e.score) for e in (await ranking.top(10)).entries] == [("a", 12), ("b", 5)]
+    assert await ranking.unban("c", UserTotal("c", 30, 5, None))
+    assert [e.user_id for e in (await ranking.top(10)).entries] == ["c", "a", "b"]
 
 
 async def test_names_are_kept_and_default_to_the_id(ranking: Ranking) -> None:
@@ -161,7 +168,7 @@ async def test_the_version_grows_with_each_change_only(ranking: Ranking) -> None
     v1 = (await ranking.top(1)).version
     await ranking.apply([UserTotal("a", 1, 1, None)])  # nothing new
     assert (await ranking.top(1)).version == v1
-    await ranking.remove("a")
+    await ranking.ban("a")
     v2 = (await ranking.top(1)).version
     assert v0 < v1 < v2
 
@@ -180,7 +187,7 @@ async def test_redis_refuses_writes_once_the_board_is_lost() -> None:
         with pytest.raises(BoardMissing):
             await ranking.apply([UserTotal("b", 1, 2, None)])
         with pytest.raises(BoardMissing):
-            await ranking.remove("a")
+            await ranking.ban("a")
         for read in (ranking.top(10), ranking.get("a"),
                      ranking.ranks_after(NO_TX, [UserTotal("a", 4, 5, None)])):
             with pytest.raises(BoardMissing):  # never shown partial: answered from the store

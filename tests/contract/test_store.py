@@ -6,13 +6,14 @@ Backend-specific details (SQLite pragmas, migration files) live in
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from scoreboard.errors import StoreUnavailable
-from scoreboard.model import MAX_TOTAL, SecurityEvent, StoredResponse, Ticket
+from scoreboard.model import MAX_TOTAL, Flag, SecurityEvent, StoredResponse, Ticket
 from scoreboard.store.base import Store
 from scoreboard.store.postgres import PostgresStore
 from scoreboard.store.sqlite import SQLiteStore
@@ -65,7 +66,8 @@ async def test_a_failed_transaction_keeps_nothing(store: Store) -> None:
     with pytest.raises(RuntimeError):
         async with store.transaction() as tx:
             await tx.add("a", 5, None, "s", 0)
-            await tx.remember("a", "k", StoredResponse("f", 200, b"{}"), 0)
+            assert await tx.claim("a", "k", 0) is None
+            await tx.remember("a", "k", StoredResponse("f", 200, b"{}"))
             raise RuntimeError("boom")
     assert await store.totals() == []
     assert await store.find_response("a", "k") is None
@@ -73,14 +75,65 @@ async def test_a_failed_transaction_keeps_nothing(store: Store) -> None:
 
 async def test_responses_are_remembered_per_user_and_purged(store: Store) -> None:
     async with store.transaction() as tx:
-        await tx.remember("a", "k", StoredResponse("f1", 200, b"first"), 1000)
-        await tx.remember("b", "k", StoredResponse("f2", 200, b"second"), 5000)
-        assert await tx.find_response("a", "k") == StoredResponse("f1", 200, b"first")
+        assert await tx.claim("a", "k", 1000) is None
+        await tx.remember("a", "k", StoredResponse("f1", 200, b"first"))
+        assert await tx.claim("b", "k", 5000) is None
+        await tx.remember("b", "k", StoredResponse("f2", 200, b"second"))
+    async with store.transaction() as tx:
+        assert await tx.claim("a", "k", 6000) == StoredResponse("f1", 200, b"first")
     assert await store.find_response("b", "k") == StoredResponse("f2", 200, b"second")
     async with store.transaction() as tx:
         assert await tx.forget_responses(2000, 10) == 1
     assert await store.find_response("a", "k") is None
     assert await store.find_response("b", "k") is not None
+
+
+async def test_a_released_key_is_free_again(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.claim("a", "k", 0) is None
+        await tx.release("a", "k")
+    assert await store.find_response("a", "k") is None
+    async with store.transaction() as tx:
+        assert await tx.claim("a", "k", 1) is None
+
+
+async def test_a_claim_waits_for_the_transaction_that_holds_the_key() -> None:
+    """Two transactions with one key (two instances on PostgreSQL; SQLite has one writer,
+    its transactions never overlap): the second waits for the first and then finds its
+    answer, instead of failing at commit."""
+    async with postgres_schema() as url:
+        store, second = PostgresStore(url), PostgresStore(url)
+        await store.open()
+        await second.open()
+        try:
+            await _claim_race(store, second)
+        finally:
+            await store.close()
+            await second.close()
+
+
+async def _claim_race(store: Store, second: Store) -> None:
+    holder_claimed, finish = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with store.transaction() as tx:
+            assert await tx.claim("a", "k", 0) is None
+            holder_claimed.set()
+            await finish.wait()
+            await tx.remember("a", "k", StoredResponse("f", 200, b"held"))
+
+    async def waiter() -> StoredResponse | None:
+        await holder_claimed.wait()
+        async with second.transaction() as tx:
+            return await tx.claim("a", "k", 1)
+
+    held = asyncio.create_task(holder())
+    waiting = asyncio.create_task(waiter())
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # blocked on the held key
+    finish.set()
+    await held
+    assert await waiting == StoredResponse("f", 200, b"held")
 
 
 async def test_tickets_redeem_once(store: Store) -> None:
@@ -161,14 +214,46 @@ async def test_the_board_read_from_the_store(store: Store) -> None:
 async def test_events_and_flags(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.record_events([SecurityEvent("a", 1, "other_user", ""),
-                                SecurityEvent("a", 2, "flagged", "too_fast"),
-                                SecurityEvent("a", 3, "flagged", "velocity"),
+                                SecurityEvent("a", 3, "login", ""),
                                 SecurityEvent("b", 4, "rate_limited", "")])
-    events = (await store.user_record("a", 10)).events
-    assert [e.kind for e in events] == ["flagged", "flagged", "other_user"]  # newest first
-    (flag,) = await store.flagged()
-    assert (flag.user_id, flag.at_ms, set(flag.detail.split(","))) == (
-        "a", 2, {"too_fast", "velocity"})
+        assert await tx.flag("a", "velocity", 2)
+        assert await tx.flag("a", "too_fast", 5)
+        assert not await tx.flag("a", "velocity", 6)  # once per reason
+        assert await tx.flag("b", "too_fast", 1)
+    record = await store.user_record("a", 10)
+    assert [e.kind for e in record.events] == ["login", "other_user"]  # newest first
+    assert record.flags == ["too_fast", "velocity"]
+    assert await store.flags() == [Flag("b", ["too_fast"], 1),
+                                   Flag("a", ["too_fast", "velocity"], 2)]
+
+
+async def test_points_since_counts_what_velocity_counts(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.add("a", 5, None, "increment", 1000)
+        await tx.add("a", 7, None, "action:demo:x", 2000)
+        await tx.add("b", 9, None, "increment", 500)  # before the window
+        await tx.add("c", 4, None, "increment", 3000)
+        await tx.revert("c", 0, "revert:root", 3500)  # not points
+    assert await store.points_since(["a", "b", "c", "d"], 1000) == {"a": 12, "c": 4}
+
+
+async def test_bans_are_read_inside_the_transaction(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.banned_among(["a", "b"]) == set()
+        await tx.ban("a", "root", 0)
+        assert await tx.banned_among(["a", "b"]) == {"a"}  # this transaction's own
+    async with store.transaction() as tx:
+        assert await tx.banned_among(["b", "a", "c"]) == {"a"}
+
+
+async def test_an_unredeemed_ticket_redeems_again(store: Store) -> None:
+    ticket = Ticket("r" * 32, "a", "demo", 10, 0, 10_000)
+    async with store.transaction() as tx:
+        await tx.issue_ticket(ticket, 0)
+        assert await tx.redeem_ticket(ticket.id, 5)
+        await tx.unredeem_ticket(ticket.id)
+    async with store.transaction() as tx:
+        assert await tx.redeem_ticket(ticket.id, 6)
 
 
 async def test_a_closed_store_is_unavailable(store: Store) -> None:

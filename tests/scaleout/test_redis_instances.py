@@ -7,94 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import jwt
-import psycopg
 import pytest
 
 from tests.live.sse import stream
-from tests.support import POSTGRES, SECRET, RedisProcess, ServerProcess
+from tests.scaleout.cluster import Cluster, auth, cluster_of_two, eventually, post
+from tests.support import ServerProcess
 
 RATE = 30  # per user per minute, counted across instances
 
 
-@dataclass
-class Cluster:
-    a: ServerProcess
-    b: ServerProcess
-    redis: RedisProcess
-    schema: str
-
-    def totals(self) -> dict[str, int]:
-        """The truth: the totals in PostgreSQL."""
-        return dict(self._rows("SELECT user_id, total FROM totals"))
-
-    def board(self) -> list[tuple[str, int]]:
-        """The top 100 as the database orders it."""
-        return self._rows(
-            "SELECT user_id, total FROM totals WHERE user_id NOT IN (SELECT user_id FROM bans) "
-            "ORDER BY total DESC, seq LIMIT 100")
-
-    def _rows(self, query: str) -> list[Any]:
-        with psycopg.connect(POSTGRES, options=f"-csearch_path={self.schema}") as conn:
-            return conn.execute(query).fetchall()  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("cluster")
-    schema = f"sb_{os.urandom(6).hex()}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    redis = RedisProcess(tmp / "redis")
-    redis.start()
-    env = {
-        "SCOREBOARD_DATABASE_URL": f"{POSTGRES}?options=-csearch_path%3D{schema}",
-        "SCOREBOARD_REDIS_URL": redis.url,
+    with cluster_of_two(tmp_path_factory.mktemp("cluster"), {
         "SCOREBOARD_RATE_LIMIT": f"{RATE}/minute",
         "SCOREBOARD_MAX_INCREMENT": "1000000",
-    }
-    a, b = ServerProcess(tmp / "a", env), ServerProcess(tmp / "b", env)
-    try:
-        a.start()
-        b.start()
-        yield Cluster(a, b, redis, schema)
-    finally:
-        a.kill(signal.SIGTERM)
-        b.kill(signal.SIGTERM)
-        redis.kill()
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-def auth(sub: str, **claims: Any) -> dict[str, str]:
-    now = int(time.time())
-    token = jwt.encode({"sub": sub, "iat": now, "exp": now + 600, **claims}, SECRET,
-                       algorithm="HS256")
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def post(client: httpx.AsyncClient, server: ServerProcess, user: str, increment: int,
-               key: str | None = None) -> httpx.Response:
-    headers = auth(user) | ({"Idempotency-Key": key} if key else {})
-    return await client.post(f"{server.url}/score", headers=headers,
-                              json={"user_id": user, "increment": increment})
-
-
-async def eventually(check: Any, timeout: float, every: float = 0.02) -> float:
-    """Seconds until ``check()`` (async) is true; fails after ``timeout``."""
-    started = time.monotonic()
-    while not await check():
-        assert time.monotonic() - started < timeout, "did not converge in time"
-        await asyncio.sleep(every)
-    return time.monotonic() - started
+    }) as made:
+        yield made
 
 
 async def test_a_write_on_a_shows_on_b_read_and_stream_within_a_second(cluster: Cluster) -> None:

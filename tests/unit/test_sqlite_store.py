@@ -42,7 +42,8 @@ async def test_an_older_file_is_upgraded_in_place(tmp_path: Path) -> None:
     try:
         assert [(t.user_id, t.total, t.name) for t in await store.totals()] == [("a", 7, "Ann")]
         async with store.transaction() as tx:  # the table version 2 added works
-            await tx.remember("a", "k", StoredResponse("f", 200, b"{}"), 0)
+            assert await tx.claim("a", "k", 0) is None
+            await tx.remember("a", "k", StoredResponse("f", 200, b"{}"))
         assert await store.find_response("a", "k") == StoredResponse("f", 200, b"{}")
     finally:
         await store.close()

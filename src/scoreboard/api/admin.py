@@ -92,8 +92,8 @@ async def suspicious(who: Admin, service: Service) -> JSONResponse:
     """Users flagged by detection, longest-flagged first."""
     await service.moderate(who.sub, "suspicious", "*")
     return JSONResponse([
-        {"user_id": user_id, "reasons": reasons, "since": rfc3339(since * 1000)}
-        for user_id, reasons, since in service.suspicious()
+        {"user_id": flag.user_id, "reasons": flag.reasons, "since": rfc3339(flag.since_ms)}
+        for flag in await service.suspicious()
     ], headers=_NO_STORE)
 
 

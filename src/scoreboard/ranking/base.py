@@ -39,13 +39,18 @@ class Ranking(Protocol):
     """
 
     async def rebuild(self, totals: Iterable[UserTotal], banned: set[str]) -> None:
-        """Bring the ranking up to ``totals`` (the store's) and off ``banned`` users."""
+        """Bring the ranking up to ``totals`` (the store's); ``banned`` are the banned users."""
 
     async def apply(self, totals: Sequence[UserTotal]) -> bool:
-        """Apply committed totals; return whether the top ``TOP_WATCHED`` changed."""
+        """Apply committed totals (those of banned users are ignored, however late they
+        come); return whether the top ``TOP_WATCHED`` changed."""
 
-    async def remove(self, user_id: str) -> bool:
-        """Take a user off the board (a ban); return whether the watched top changed."""
+    async def ban(self, user_id: str) -> bool:
+        """Take a user off the board until ``unban``; return whether the watched top
+        changed."""
+
+    async def unban(self, user_id: str, total: UserTotal | None) -> bool:
+        """Let the user back, with their committed total; whether the watched top changed."""
 
     async def top(self, limit: int) -> Top: ...
 

@@ -39,9 +39,9 @@ class FailoverRanking:
         self._mirroring = False
         self._restoring = False
         # What this instance committed that Redis did not take (away, or refusing while
-        # its board is rebuilt), newest per user: a total, or None for a removal (a ban).
-        # Applied once Redis has the board again.
-        self._unmirrored: dict[str, UserTotal | None] = {}
+        # its board is rebuilt), newest per user: ("total", t), ("ban", None) or
+        # ("unban", t). Applied once Redis has the board again.
+        self._unmirrored: dict[str, tuple[str, UserTotal | None]] = {}
 
     async def rebuild(self, totals: Iterable[UserTotal], banned: set[str]) -> None:
         self._mirroring = True
@@ -54,18 +54,27 @@ class FailoverRanking:
             except FAILURES as error:
                 self._lost(error)
         for total in totals:
-            held = self._unmirrored.get(total.user_id)
-            if held is None or held.seq < total.seq:
-                self._unmirrored[total.user_id] = total
+            kind, held = self._unmirrored.get(total.user_id, ("total", None))
+            if kind != "ban" and (held is None or held.seq < total.seq):
+                self._unmirrored[total.user_id] = (kind, total)
         return True  # the board is read from the store: any write may have changed it
 
-    async def remove(self, user_id: str) -> bool:
+    async def ban(self, user_id: str) -> bool:
         if self._mirroring:
             try:
-                return await self._redis.remove(user_id)
+                return await self._redis.ban(user_id)
             except FAILURES as error:
                 self._lost(error)
-        self._unmirrored[user_id] = None
+        self._unmirrored[user_id] = ("ban", None)
+        return True
+
+    async def unban(self, user_id: str, total: UserTotal | None) -> bool:
+        if self._mirroring:
+            try:
+                return await self._redis.unban(user_id, total)
+            except FAILURES as error:
+                self._lost(error)
+        self._unmirrored[user_id] = ("unban", total)
         return True
 
     async def top(self, limit: int) -> Top:
@@ -141,9 +150,13 @@ class FailoverRanking:
             await self._redis.rebuild(totals, banned, floor=self._version)
             while self._unmirrored:
                 held = dict(self._unmirrored)
-                await self._redis.apply([t for t in held.values() if t is not None])
-                for user_id in (user for user, t in held.items() if t is None):
-                    await self._redis.remove(user_id)
+                await self._redis.apply([t for kind, t in held.values()
+                                         if kind == "total" and t is not None])
+                for user_id, (kind, total) in held.items():
+                    if kind == "ban":
+                        await self._redis.ban(user_id)
+                    elif kind == "unban":
+                        await self._redis.unban(user_id, total)
                 for user_id, done in held.items():  # unless a newer one came meanwhile
                     if self._unmirrored.get(user_id) is done:
                         del self._unmirrored[user_id]

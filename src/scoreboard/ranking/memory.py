@@ -21,9 +21,11 @@ class MemoryRanking:
         self._order: SortedList = SortedList()
         self._keys: dict[str, Key] = {}
         self._names: dict[str, str] = {}
+        self._banned: set[str] = set()
         self._version = 0
 
     async def rebuild(self, totals: Iterable[UserTotal], banned: set[str]) -> None:
+        self._banned = set(banned)
         totals = [t for t in totals if t.user_id not in banned]
         self._keys = {t.user_id: key_of(t) for t in totals}
         self._names = {t.user_id: t.name for t in totals if t.name}
@@ -33,6 +35,8 @@ class MemoryRanking:
     async def apply(self, totals: Sequence[UserTotal]) -> bool:
         top_changed = False
         for t in totals:
+            if t.user_id in self._banned:
+                continue
             new = key_of(t)
             old = self._keys.get(t.user_id)
             if old is not None and old[1] >= new[1]:
@@ -49,7 +53,8 @@ class MemoryRanking:
             self._version = next_version(self._version)
         return top_changed
 
-    async def remove(self, user_id: str) -> bool:
+    async def ban(self, user_id: str) -> bool:
+        self._banned.add(user_id)
         key = self._keys.pop(user_id, None)
         if key is None:
             return False
@@ -58,6 +63,10 @@ class MemoryRanking:
         if top_changed:
             self._version = next_version(self._version)
         return top_changed
+
+    async def unban(self, user_id: str, total: UserTotal | None) -> bool:
+        self._banned.discard(user_id)
+        return await self.apply([total]) if total is not None else False
 
     async def top(self, limit: int) -> Top:
         entries = [self._ranked(i + 1, key) for i, key in enumerate(self._order.islice(0, limit))]

@@ -8,6 +8,9 @@ The encoding, exact for every total the store allows:
   *smaller* seq first: whoever reached the total first. Works while ledger ids (seq)
   are below 10^16, 1,000 years of 300,000 increments a second.
 - ``members`` (hash) maps user -> member and ``names`` (hash) user -> display name.
+- ``banned`` (set): users kept off the board. A ban adds to it in the same script that
+  takes the user off, and every apply skips its members, so a total that another
+  instance committed before the ban but applies after it cannot bring the user back.
 - ``built``: set by a completed rebuild. Without it (Redis restarted empty, or was
   flushed, or a rebuild is under way) every script refuses with ``BoardMissing``: a
   write must not land on, and a read must not show, a partial board. The failover
@@ -49,7 +52,7 @@ local function bump(key, floor)
 end
 """
 
-# KEYS: board, members, names, version, built.
+# KEYS: board, members, names, version, built, banned.
 # ARGV: watched, then (user, total, member, name)... A watched of 0 is a rebuild's.
 _APPLY = _BUMP + """
 local watched = tonumber(ARGV[1])
@@ -59,7 +62,8 @@ for i = 2, #ARGV, 4 do
   local user, member = ARGV[i], ARGV[i + 2]
   local old = redis.call('HGET', KEYS[2], user)
   -- equal-width digit strings: a smaller prefix is a larger (newer) seq
-  if not old or string.sub(member, 1, 16) < string.sub(old, 1, 16) then
+  if redis.call('SISMEMBER', KEYS[6], user) == 0 and
+     (not old or string.sub(member, 1, 16) < string.sub(old, 1, 16)) then
     if old then
       if redis.call('ZREVRANK', KEYS[1], old) < watched then changed = true end
       redis.call('ZREM', KEYS[1], old)
@@ -74,12 +78,13 @@ if changed then bump(KEYS[4], 0) end
 return changed and 1 or 0
 """
 
-# KEYS: board, members, version, built. ARGV: watched, then users.
-_REMOVE = _BUMP + """
+# KEYS: board, members, version, built, banned. ARGV: watched, then users.
+_BAN = _BUMP + """
 local watched = tonumber(ARGV[1])
 if watched > 0 and redis.call('EXISTS', KEYS[4]) == 0 then return -1 end
 local changed = false
 for i = 2, #ARGV do
+  redis.call('SADD', KEYS[5], ARGV[i])
   local old = redis.call('HGET', KEYS[2], ARGV[i])
   if old then
     if redis.call('ZREVRANK', KEYS[1], old) < watched then changed = true end
@@ -160,10 +165,10 @@ class RedisRanking:
     def __init__(self, client: Redis, prefix: str) -> None:
         self._board, self._members = prefix + "board", prefix + "members"
         self._names, self._version = prefix + "names", prefix + "version"
-        self._built = prefix + "built"
+        self._built, self._banned = prefix + "built", prefix + "banned"
         self.prefix = prefix
         self._apply = client.register_script(_APPLY)
-        self._remove = client.register_script(_REMOVE)
+        self._ban = client.register_script(_BAN)
         self._raise = client.register_script(_RAISE)
         self._top = client.register_script(_TOP)
         self._get = client.register_script(_GET)
@@ -173,28 +178,41 @@ class RedisRanking:
     async def rebuild(self, totals: Iterable[UserTotal], banned: set[str],
                       floor: int = 0) -> None:
         """Merge the store's totals in (newer seqs win, so writers racing this are safe),
-        take banned users off, and raise the version — above ``floor`` too, a version
-        shown meanwhile — so every hub takes the result."""
-        keys = [self._board, self._members, self._names, self._version, self._built]
+        make ``banned`` the banned users, and raise the version — above ``floor`` too, a
+        version shown meanwhile — so every hub takes the result."""
+        users = sorted(banned)
+        await self._client.delete(self._banned)
+        for start in range(0, len(users), REBUILD_CHUNK):
+            await self._client.sadd(self._banned, *users[start:start + REBUILD_CHUNK])
         rows = iter(totals)
         while chunk := list(islice(rows, REBUILD_CHUNK)):
-            await self._apply(keys, ["0", *self._arguments(chunk)])
-        users = sorted(banned)
-        for start in range(0, len(users), REBUILD_CHUNK):
-            await self._remove([self._board, self._members, self._version, self._built],
-                               ["0", *users[start:start + REBUILD_CHUNK]])
+            await self._apply(self._apply_keys, ["0", *self._arguments(chunk)])
+        for start in range(0, len(users), REBUILD_CHUNK):  # off the board, if merged before
+            await self._ban(self._ban_keys, ["0", *users[start:start + REBUILD_CHUNK]])
         await self._raise([self._version], [str(floor)])
         await self._client.set(self._built, "1")
 
     async def apply(self, totals: Sequence[UserTotal]) -> bool:
         if not totals:
             return False
-        keys = [self._board, self._members, self._names, self._version, self._built]
-        return _changed(await self._apply(keys, [str(TOP_WATCHED), *self._arguments(totals)]))
+        return _changed(await self._apply(self._apply_keys,
+                                          [str(TOP_WATCHED), *self._arguments(totals)]))
 
-    async def remove(self, user_id: str) -> bool:
-        keys = [self._board, self._members, self._version, self._built]
-        return _changed(await self._remove(keys, [str(TOP_WATCHED), user_id]))
+    async def ban(self, user_id: str) -> bool:
+        return _changed(await self._ban(self._ban_keys, [str(TOP_WATCHED), user_id]))
+
+    async def unban(self, user_id: str, total: UserTotal | None) -> bool:
+        await self._client.srem(self._banned, user_id)
+        return await self.apply([total]) if total is not None else False
+
+    @property
+    def _apply_keys(self) -> list[str]:
+        return [self._board, self._members, self._names, self._version, self._built,
+                self._banned]
+
+    @property
+    def _ban_keys(self) -> list[str]:
+        return [self._board, self._members, self._version, self._built, self._banned]
 
     async def top(self, limit: int) -> Top:
         found = _found(await self._top([self._board, self._names, self._version, self._built],

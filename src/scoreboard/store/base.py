@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from scoreboard.model import (
+    Flag,
     RankedUser,
     SecurityEvent,
     StoredResponse,
@@ -19,8 +20,11 @@ from scoreboard.model import (
 class Transaction(Protocol):
     """Work inside one store transaction; nothing is visible or durable before it commits."""
 
-    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
-        """The response remembered for ``(user_id, key)``, if any."""
+    async def claim(self, user_id: str, key: str, now_ms: int) -> StoredResponse | None:
+        """Take ``(user_id, key)`` for this transaction: ``None`` when it was free (the
+        caller then ``remember``s the answer under it, or ``release``s it), else the
+        response remembered under it. A transaction that took the key and has not ended
+        makes this wait for it, so two transactions never both apply one key."""
 
     async def add(self, user_id: str, delta: int, name: str | None, source: str,
                   now_ms: int) -> UserTotal | None:
@@ -30,9 +34,11 @@ class Transaction(Protocol):
         replaces the stored one; ``None`` keeps it.
         """
 
-    async def remember(self, user_id: str, key: str, response: StoredResponse,
-                       now_ms: int) -> None:
-        """Record the response to ``(user_id, key)``."""
+    async def remember(self, user_id: str, key: str, response: StoredResponse) -> None:
+        """Record the response to ``(user_id, key)``, claimed in this transaction."""
+
+    async def release(self, user_id: str, key: str) -> None:
+        """Give back a key claimed in this transaction: its request changed nothing."""
 
     async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None: ...
 
@@ -40,6 +46,15 @@ class Transaction(Protocol):
 
     async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
         """Mark the ticket redeemed; False when it already was (nothing changes then)."""
+
+    async def unredeem_ticket(self, ticket_id: str) -> None:
+        """Undo this transaction's redemption: the update it paid for was refused."""
+
+    async def banned_among(self, user_ids: Sequence[str]) -> set[str]:
+        """Which of ``user_ids`` are banned, as committed when this is asked."""
+
+    async def flag(self, user_id: str, reason: str, now_ms: int) -> bool:
+        """Flag the user for ``reason``; False when already flagged for it."""
 
     async def record_events(self, events: Sequence[SecurityEvent]) -> None: ...
 
@@ -107,5 +122,9 @@ class Store(Protocol):
     async def user_record(self, user_id: str, limit: int) -> UserRecord:
         """The user's total, ban, newest ledger entries and security events."""
 
-    async def flagged(self) -> list[SecurityEvent]:
-        """The first ``flagged`` event of every user that has one."""
+    async def flags(self) -> list[Flag]:
+        """Every flagged user's reasons, longest-flagged first."""
+
+    async def points_since(self, user_ids: Sequence[str], since_ms: int) -> dict[str, int]:
+        """The points each of ``user_ids`` was given at or after ``since_ms`` (increments
+        and tickets, not reverts), on every instance: what velocity detection counts."""

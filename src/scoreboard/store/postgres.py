@@ -15,8 +15,14 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from scoreboard.errors import StoreUnavailable, describe
+from scoreboard.errors import (
+    StatementFailed,
+    StoreUnavailable,
+    TransactionConflict,
+    describe,
+)
 from scoreboard.model import (
+    Flag,
     RankedUser,
     SecurityEvent,
     StoredResponse,
@@ -47,10 +53,6 @@ WITH entry AS (
 SELECT entry.id, total.total, total.name FROM entry LEFT JOIN total ON true
 """,
 )
-_FLAGGED = (
-    "SELECT user_id, min(at_ms), 'flagged', string_agg(DISTINCT detail, ',') "
-    "FROM security_events WHERE kind = 'flagged' GROUP BY user_id"
-)
 _TOTALS = (
     "SELECT user_id, total, seq, name FROM totals "
     "WHERE user_id NOT IN (SELECT user_id FROM bans)"
@@ -58,10 +60,28 @@ _TOTALS = (
 _MIGRATION_LOCK = 7_303_240_117  # any constant: the advisory lock all instances agree on
 
 Q = {name: sql.pyformat(getattr(sql, name)) for name in (
-    "FIND_RESPONSE", "REMEMBER", "ISSUE_TICKET", "FIND_TICKET", "REDEEM_TICKET",
-    "RECORD_EVENT", "BAN", "TOTAL_OF", "TO_REVERT", "APPLY_REVERT", "LEDGER_OF", "EVENTS_OF",
-    "FORGET_TICKETS", "FORGET", "IS_BANNED", "TOP", "RANKED", "AHEAD",
+    "FIND_RESPONSE", "CLAIM", "REMEMBER", "RELEASE", "ISSUE_TICKET", "FIND_TICKET",
+    "REDEEM_TICKET", "UNREDEEM_TICKET", "FLAG", "FLAGS", "FLAGS_OF", "RECORD_EVENT", "BAN",
+    "TOTAL_OF", "TO_REVERT", "APPLY_REVERT", "LEDGER_OF", "EVENTS_OF", "FORGET_TICKETS",
+    "FORGET", "IS_BANNED", "TOP", "RANKED", "AHEAD",
 )}
+_BANNED_AMONG = "SELECT user_id FROM bans WHERE user_id = ANY(%s)"
+_POINTS_SINCE = sql.pyformat(
+    f"SELECT user_id, {sql.POINTS} FROM ledger "  # noqa: S608 (constants)
+    "WHERE user_id = ANY(?) AND at_ms >= ? GROUP BY user_id"
+)
+
+
+def failure(exc: psycopg.Error | psycopg_pool.PoolTimeout) -> StoreUnavailable:
+    """A driver error as the project's: a constraint refuses that update alone; a
+    deadlock or serialization failure may pass when the transaction runs again."""
+    if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
+        return TransactionConflict(f"the transaction conflicted: {describe(exc)}", "conflict")
+    if isinstance(exc, psycopg.errors.IntegrityError | psycopg.errors.DataError
+                  | psycopg.errors.PipelineAborted):
+        return StatementFailed(f"the database refused an update: {describe(exc)}",
+                               "statement_failed")
+    return StoreUnavailable()
 
 
 class _PostgresTransaction:
@@ -74,7 +94,7 @@ class _PostgresTransaction:
             cursor = await self._conn.execute(statement, params)
             return await cursor.fetchone()
         except psycopg.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
 
     async def _send(self, statement: str, params: tuple[Any, ...]) -> None:
         """Queue a statement whose result nobody needs: in pipeline mode it travels with
@@ -82,7 +102,7 @@ class _PostgresTransaction:
         try:
             await self._conn.execute(statement, params)
         except psycopg.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
 
     async def _count(self, statement: str, params: tuple[Any, ...]) -> int:
         """Rows a DELETE removed (counted in SQL: in pipeline mode rowcount waits)."""
@@ -91,9 +111,11 @@ class _PostgresTransaction:
         (count,) = await self._one(counted, params)
         return int(count)
 
-    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
+    async def claim(self, user_id: str, key: str, now_ms: int) -> StoredResponse | None:
+        if await self._one(Q["CLAIM"], (user_id, key, b"", now_ms)) is not None:
+            return None
         row = await self._one(Q["FIND_RESPONSE"], (user_id, key))
-        return StoredResponse(row[0], row[1], bytes(row[2])) if row else None
+        return StoredResponse(row[0], row[1], bytes(row[2]))
 
     async def add(self, user_id: str, delta: int, name: str | None, source: str,
                   now_ms: int) -> UserTotal | None:
@@ -104,10 +126,12 @@ class _PostgresTransaction:
             return None
         return UserTotal(user_id, total, seq, stored_name)
 
-    async def remember(self, user_id: str, key: str, response: StoredResponse,
-                       now_ms: int) -> None:
-        await self._send(Q["REMEMBER"], (user_id, key, response.fingerprint, response.status,
-                                        response.body, now_ms))
+    async def remember(self, user_id: str, key: str, response: StoredResponse) -> None:
+        await self._send(Q["REMEMBER"], (response.fingerprint, response.status, response.body,
+                                        user_id, key))
+
+    async def release(self, user_id: str, key: str) -> None:
+        await self._send(Q["RELEASE"], (user_id, key))
 
     async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None:
         await self._send(Q["ISSUE_TICKET"], (ticket.id, ticket.user_id, ticket.kind,
@@ -121,13 +145,26 @@ class _PostgresTransaction:
     async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
         return await self._one(Q["REDEEM_TICKET"], (now_ms, ticket_id)) is not None
 
+    async def unredeem_ticket(self, ticket_id: str) -> None:
+        await self._send(Q["UNREDEEM_TICKET"], (ticket_id,))
+
+    async def banned_among(self, user_ids: Sequence[str]) -> set[str]:
+        try:
+            cursor = await self._conn.execute(_BANNED_AMONG, (list(user_ids),))
+            return {row[0] for row in await cursor.fetchall()}
+        except psycopg.Error as exc:
+            raise failure(exc) from exc
+
+    async def flag(self, user_id: str, reason: str, now_ms: int) -> bool:
+        return await self._one(Q["FLAG"], (user_id, reason, now_ms)) is not None
+
     async def record_events(self, events: Sequence[SecurityEvent]) -> None:
         try:
             async with self._conn.cursor() as cursor:
                 await cursor.executemany(Q["RECORD_EVENT"], [
                     (e.user_id, e.at_ms, e.kind, e.detail) for e in events])
         except psycopg.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
 
     async def audit(self, admin: str, action: str, target: str, detail: str,
                     now_ms: int) -> int:
@@ -147,7 +184,7 @@ class _PostgresTransaction:
         try:
             undo = await (await self._conn.execute(Q["TO_REVERT"], (user_id, since_ms))).fetchall()
         except psycopg.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
         delta = -sum(d for _, d in undo)
         if not undo or delta == 0:
             row = await self._one(Q["TOTAL_OF"], (user_id,))
@@ -232,7 +269,7 @@ class PostgresStore:
             async with self._pool.connection() as conn:
                 yield conn
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
 
     async def _rows(self, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
         async with self._connection() as conn:
@@ -277,7 +314,12 @@ class PostgresStore:
             await self._rows(Q["IS_BANNED"], (user_id,)),
             await self._rows(Q["LEDGER_OF"], (user_id, limit)),
             await self._rows(Q["EVENTS_OF"], (user_id, limit)),
+            await self._rows(Q["FLAGS_OF"], (user_id,)),
         )
 
-    async def flagged(self) -> list[SecurityEvent]:
-        return [SecurityEvent(*row) for row in await self._rows(_FLAGGED)]
+    async def flags(self) -> list[Flag]:
+        return sql.flags(await self._rows(Q["FLAGS"]))
+
+    async def points_since(self, user_ids: Sequence[str], since_ms: int) -> dict[str, int]:
+        rows = await self._rows(_POINTS_SINCE, (list(user_ids), since_ms))
+        return {user_id: int(points) for user_id, points in rows if points}

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from scoreboard.model import LedgerEntry, RankedUser, SecurityEvent, UserRecord, UserTotal
+from scoreboard.model import (
+    Flag,
+    LedgerEntry,
+    RankedUser,
+    SecurityEvent,
+    UserRecord,
+    UserTotal,
+)
 
 ADD_LEDGER = "INSERT INTO ledger (user_id, delta, at_ms, source) VALUES (?, ?, ?, ?)"
 # The rule both stores apply to a new total. The WHERE refuses an update that would pass
@@ -32,10 +39,17 @@ ADD_TOTAL = upserting_total(
     "INSERT INTO totals (user_id, total, seq, reached_ms, name) VALUES (?, ?, ?, ?, ?)"
 )
 FIND_RESPONSE = "SELECT fingerprint, status, body FROM idempotency WHERE user_id = ? AND key = ?"
-REMEMBER = (
+# A key is taken by inserting its row at the start of the update: a second transaction
+# with the same key waits for the first (the primary key) and then finds its answer,
+# instead of failing its whole batch at commit. The answer fills the row at the end.
+CLAIM = (
     "INSERT INTO idempotency (user_id, key, fingerprint, status, body, created_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, '', 0, ?, ?) ON CONFLICT (user_id, key) DO NOTHING RETURNING 1"
 )
+REMEMBER = (
+    "UPDATE idempotency SET fingerprint = ?, status = ?, body = ? WHERE user_id = ? AND key = ?"
+)
+RELEASE = "DELETE FROM idempotency WHERE user_id = ? AND key = ?"
 ISSUE_TICKET = (
     "INSERT INTO tickets (id, user_id, kind, points, created_ms, not_before_ms, expires_ms) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -47,6 +61,15 @@ FIND_TICKET = (
 REDEEM_TICKET = (
     "UPDATE tickets SET redeemed_ms = ? WHERE id = ? AND redeemed_ms IS NULL RETURNING id"
 )
+UNREDEEM_TICKET = "UPDATE tickets SET redeemed_ms = NULL WHERE id = ?"
+FLAG = (
+    "INSERT INTO flags (user_id, reason, since_ms) VALUES (?, ?, ?) "
+    "ON CONFLICT (user_id, reason) DO NOTHING RETURNING 1"
+)
+FLAGS = "SELECT user_id, reason, since_ms FROM flags ORDER BY since_ms, user_id, reason"
+FLAGS_OF = "SELECT reason FROM flags WHERE user_id = ? ORDER BY reason"
+# Points a user was given since a moment: what velocity counts (reverts are not points).
+POINTS = "sum(delta) FILTER (WHERE delta > 0 AND source NOT LIKE 'revert%')"
 RECORD_EVENT = "INSERT INTO security_events (user_id, at_ms, kind, detail) VALUES (?, ?, ?, ?)"
 AUDIT = "INSERT INTO audit (at_ms, admin, action, target, detail) VALUES (?, ?, ?, ?, ?)"
 BAN = "INSERT INTO bans VALUES (?, ?, ?) ON CONFLICT (user_id) DO NOTHING RETURNING user_id"
@@ -64,10 +87,6 @@ LEDGER_OF = (
 )
 EVENTS_OF = (
     "SELECT at_ms, kind, detail FROM security_events WHERE user_id = ? ORDER BY id DESC LIMIT ?"
-)
-FLAGGED = (  # SQLite's group_concat; PostgreSQL says string_agg
-    "SELECT user_id, min(at_ms), 'flagged', group_concat(DISTINCT detail) "
-    "FROM security_events WHERE kind = 'flagged' GROUP BY user_id"
 )
 FORGET_TICKETS = """
 DELETE FROM tickets WHERE id IN (SELECT id FROM tickets WHERE expires_ms < ? LIMIT ?)
@@ -98,14 +117,29 @@ AHEAD = (
 
 
 def user_record(user_id: str, total: list[Any], banned: list[Any], ledger: list[Any],
-                events: list[Any]) -> UserRecord:
-    """The rows of TOTAL_OF, IS_BANNED, LEDGER_OF and EVENTS_OF, as one record."""
+                events: list[Any], flags: list[Any]) -> UserRecord:
+    """The rows of TOTAL_OF, IS_BANNED, LEDGER_OF, EVENTS_OF and FLAGS_OF, as one record."""
     return UserRecord(
         total=UserTotal(*total[0]) if total else None,
         banned=bool(banned),
         ledger=[LedgerEntry(*row) for row in ledger],
         events=[SecurityEvent(user_id, *row) for row in events],
+        flags=[row[0] for row in flags],
     )
+
+
+def flags(rows: list[Any]) -> list[Flag]:
+    """The rows of FLAGS (oldest first), one ``Flag`` per user."""
+    found: dict[str, Flag] = {}
+    for user_id, reason, since_ms in rows:
+        flag = found.get(user_id)
+        if flag is None:
+            found[user_id] = Flag(user_id, [reason], since_ms)
+        else:
+            flag.reasons.append(reason)
+    for flag in found.values():
+        flag.reasons.sort()
+    return list(found.values())
 
 
 def top(rows: list[Any]) -> list[RankedUser]:

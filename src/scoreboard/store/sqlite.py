@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -19,8 +20,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from scoreboard.errors import StoreUnavailable, describe
+from scoreboard.errors import StatementFailed, StoreUnavailable, describe
 from scoreboard.model import (
+    Flag,
     RankedUser,
     SecurityEvent,
     StoredResponse,
@@ -31,6 +33,21 @@ from scoreboard.model import (
 from scoreboard.store import sql
 from scoreboard.store.base import Transaction
 from scoreboard.store.migrations import migrations
+
+# A list of ids travels as one JSON parameter.
+_BANNED_AMONG = "SELECT user_id FROM bans WHERE user_id IN (SELECT value FROM json_each(?))"
+_POINTS_SINCE = (
+    f"SELECT user_id, {sql.POINTS} FROM ledger "  # noqa: S608 (constants)
+    "WHERE user_id IN (SELECT value FROM json_each(?)) AND at_ms >= ? GROUP BY user_id"
+)
+
+
+def failure(exc: sqlite3.Error) -> StoreUnavailable:
+    """A statement's error as the project's: a constraint refuses that update alone."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+        return StatementFailed(f"the database refused an update: {describe(exc)}",
+                               "statement_failed")
+    return StoreUnavailable()
 
 
 def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -49,18 +66,20 @@ class _SQLiteTransaction:
         try:
             return self._conn.execute(sql, params).fetchone()
         except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
 
-    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
+    async def claim(self, user_id: str, key: str, now_ms: int) -> StoredResponse | None:
+        if self._one(sql.CLAIM, (user_id, key, b"", now_ms)) is not None:
+            return None
         row = self._one(sql.FIND_RESPONSE, (user_id, key))
-        return StoredResponse(row[0], row[1], row[2]) if row else None
+        return StoredResponse(row[0], row[1], row[2])
 
     async def add(self, user_id: str, delta: int, name: str | None, source: str,
                   now_ms: int) -> UserTotal | None:
         try:
             seq = self._conn.execute(sql.ADD_LEDGER, (user_id, delta, now_ms, source)).lastrowid
         except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
         assert seq is not None  # an INSERT into a rowid table always has one
         row = self._one(sql.ADD_TOTAL, (user_id, delta, seq, now_ms, name))
         if row is None:  # would pass the cap: take the ledger entry back
@@ -68,10 +87,12 @@ class _SQLiteTransaction:
             return None
         return UserTotal(user_id, row[0], seq, row[1])
 
-    async def remember(self, user_id: str, key: str, response: StoredResponse,
-                       now_ms: int) -> None:
-        self._one(sql.REMEMBER, (user_id, key, response.fingerprint, response.status,
-                              response.body, now_ms))
+    async def remember(self, user_id: str, key: str, response: StoredResponse) -> None:
+        self._one(sql.REMEMBER, (response.fingerprint, response.status, response.body,
+                                 user_id, key))
+
+    async def release(self, user_id: str, key: str) -> None:
+        self._one(sql.RELEASE, (user_id, key))
 
     async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None:
         self._one(sql.ISSUE_TICKET, (ticket.id, ticket.user_id, ticket.kind, ticket.points, now_ms,
@@ -84,12 +105,25 @@ class _SQLiteTransaction:
     async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
         return self._one(sql.REDEEM_TICKET, (now_ms, ticket_id)) is not None
 
+    async def unredeem_ticket(self, ticket_id: str) -> None:
+        self._one(sql.UNREDEEM_TICKET, (ticket_id,))
+
+    async def banned_among(self, user_ids: Sequence[str]) -> set[str]:
+        try:
+            rows = self._conn.execute(_BANNED_AMONG, (json.dumps(list(user_ids)),)).fetchall()
+        except sqlite3.Error as exc:
+            raise failure(exc) from exc
+        return {row[0] for row in rows}
+
+    async def flag(self, user_id: str, reason: str, now_ms: int) -> bool:
+        return self._one(sql.FLAG, (user_id, reason, now_ms)) is not None
+
     async def record_events(self, events: Sequence[SecurityEvent]) -> None:
         try:
             self._conn.executemany(sql.RECORD_EVENT, [(e.user_id, e.at_ms, e.kind, e.detail)
                                                    for e in events])
         except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
 
     async def audit(self, admin: str, action: str, target: str, detail: str,
                     now_ms: int) -> int:
@@ -97,7 +131,7 @@ class _SQLiteTransaction:
             row = (now_ms, admin, action, target, detail)
             audit_id = self._conn.execute(sql.AUDIT, row).lastrowid
         except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
         assert audit_id is not None  # an INSERT into a rowid table always has one
         return audit_id
 
@@ -121,7 +155,7 @@ class _SQLiteTransaction:
             self._conn.executemany("UPDATE ledger SET reverted_by = ? WHERE id = ?",
                                    [(seq, entry_id) for entry_id, _ in undo])
         except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
         assert seq is not None  # an INSERT into a rowid table always has one
         row = self._one(sql.APPLY_REVERT, (delta, seq, now_ms, user_id))
         return UserTotal(user_id, row[0], seq, row[1]), len(undo)
@@ -134,13 +168,13 @@ class _SQLiteTransaction:
         try:
             return self._conn.execute(sql.FORGET_TICKETS, (before_ms, limit)).rowcount
         except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
 
     async def forget_responses(self, before_ms: int, limit: int) -> int:
         try:
             return self._conn.execute(sql.FORGET, (before_ms, limit)).rowcount
         except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
+            raise failure(exc) from exc
 
 
 class SQLiteStore:
@@ -220,10 +254,15 @@ class SQLiteStore:
             self._reads(sql.IS_BANNED, (user_id,)),
             self._reads(sql.LEDGER_OF, (user_id, limit)),
             self._reads(sql.EVENTS_OF, (user_id, limit)),
+            self._reads(sql.FLAGS_OF, (user_id,)),
         )
 
-    async def flagged(self) -> list[SecurityEvent]:
-        return [SecurityEvent(*row) for row in self._reads(sql.FLAGGED, ())]
+    async def flags(self) -> list[Flag]:
+        return sql.flags(self._reads(sql.FLAGS, ()))
+
+    async def points_since(self, user_ids: Sequence[str], since_ms: int) -> dict[str, int]:
+        rows = self._reads(_POINTS_SINCE, (json.dumps(list(user_ids)), since_ms))
+        return {user_id: points for user_id, points in rows if points}
 
     def _reads(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         try:
