@@ -20,9 +20,11 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scoreboard.api.admin import admin_router
+from scoreboard.api.asgi import AsgiEndpoint
+from scoreboard.api.boards import boards_router
 from scoreboard.api.cors import StrictCORS
 from scoreboard.api.edge import Edge
-from scoreboard.api.hot import AsgiEndpoint, ScoreRoutes
+from scoreboard.api.hot import ScoreRoutes
 from scoreboard.api.live import LiveRoutes
 from scoreboard.api.openapi import install_openapi
 from scoreboard.api.page import load_assets, page_router
@@ -38,7 +40,7 @@ from scoreboard.ranking.base import Ranking
 from scoreboard.ranking.memory import MemoryRanking
 from scoreboard.ratelimit import RateLimits
 from scoreboard.redislink import RedisLink
-from scoreboard.service import ScoreService
+from scoreboard.service import Service
 from scoreboard.settings import Settings
 from scoreboard.store.base import Store
 from scoreboard.store.sqlite import SQLiteStore
@@ -56,9 +58,10 @@ A live leaderboard. `GET /scores` is public; `POST /score` needs a bearer JWT wh
 class HotDispatch:
     """Sends the hot routes straight to their apps; the rest to the framework.
 
-    The live stream is here too: each of its pushes goes through every ASGI layer
+    The live streams are here too: each of their pushes goes through every ASGI layer
     between the server and the app, once per subscriber, and each suspended layer is
-    held in memory for as long as the connection lives.
+    held in memory for as long as the connection lives. ``/boards/{board}/...`` paths
+    of the hot routes match by their last segment.
     """
 
     def __init__(self, routes: Sequence[tuple[str, BaseRoute, Handler]],
@@ -71,7 +74,13 @@ class HotDispatch:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
             method = scope["method"] if kind == "http" else "WEBSOCKET"
-            found = self._routes.get((method, scope["path"]))
+            path = scope["path"]
+            found = self._routes.get((method, path))
+            if found is None and path.startswith("/boards/"):
+                _, _, board, tail = path.split("/", 3) if path.count("/") == 3 else ("",) * 4
+                found = self._routes.get((method, f"/boards/{{board}}/{tail}")) if tail else None
+                if found is not None:
+                    scope["path_params"] = {"board": board}
             if found is not None:
                 scope["route"] = found[0]
                 await found[1](scope, receive, send)
@@ -103,7 +112,7 @@ class Shared:
                                        self.link, store)
         self.broker = RedisBroker(self.link)
 
-    async def run(self, service: ScoreService) -> None:
+    async def run(self, service: Service) -> None:
         """Watch Redis while the service runs: rebuild the ranking when Redis is back."""
         await self.ranking.watch(service.refresh)
 
@@ -128,13 +137,14 @@ def create_app(settings: Settings) -> Edge:
     )
     broker.subscribe(hub.offer)
     metrics.count_live(hub.__len__)
-    service = ScoreService(store, ranking, limits, broker, observe_batch=metrics.batch,
-                           max_queue=settings.commit_queue_limit, actions=settings.actions,
-                           require_action=settings.require_action, on_flag=metrics.flagged,
-                           on_rebuild=metrics.rebuilt)
+    service = Service(store, ranking, limits, broker, observe_batch=metrics.batch,
+                      max_queue=settings.commit_queue_limit, actions=settings.actions,
+                      require_action=settings.require_action, max_boards=settings.max_boards,
+                      on_flag=metrics.flagged, on_rebuild=metrics.rebuilt,
+                      on_board_gone=hub.board_gone)
     access_log = AccessLog(enabled=level_number(settings.log_level) <= logging.INFO)
     scores = ScoreRoutes(service, verifier, limits, metrics, settings.max_increment)
-    live = LiveRoutes(hub, settings.cors_origins)
+    live = LiveRoutes(hub, service.boards.find, settings.cors_origins)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -197,12 +207,16 @@ def create_app(settings: Settings) -> Edge:
             ("POST", "/score", scores.post_score),
             ("POST", "/actions", scores.post_action),
             ("GET", "/scores/stream", live.stream),
+            ("GET", "/boards/{board}/scores", scores.get_scores),
+            ("POST", "/boards/{board}/score", scores.post_score),
+            ("GET", "/boards/{board}/stream", live.stream),
         )
     ]
     hot.append(("WEBSOCKET", WebSocketRoute("/scores/ws", AsgiEndpoint(live.websocket)),
                 live.websocket))
     api.router.routes.extend(route for _, route, _ in hot)
     api.include_router(router)
+    api.include_router(boards_router)
     api.include_router(admin_router)
     signer = TokenSigner(settings) if settings.uses_dev_key else None
     api.include_router(page_router(load_assets(settings.uses_dev_key, settings.docs), signer))

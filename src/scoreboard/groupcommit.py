@@ -41,7 +41,9 @@ class GroupCommitter(Generic[J, R]):
         observe_batch: Callable[[int], None] = lambda size: None,
         max_batch: int = 1024,
         max_queue: int = 10_000,
+        alone: Callable[[J], bool] = lambda job: False,
     ) -> None:
+        self._alone = alone  # jobs that run in a transaction of their own
         self._store = store
         self._work = work
         self._after_commit = after_commit
@@ -85,10 +87,17 @@ class GroupCommitter(Generic[J, R]):
         self._queue.put_nowait((job, future))
 
     async def _run(self) -> None:
+        held: tuple[J, asyncio.Future[R]] | None = None  # taken, but for the next batch
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = [held if held is not None else await self._queue.get()]
+            held = None
+            while (not self._alone(batch[0][0]) and len(batch) < self._max_batch
+                   and not self._queue.empty()):
+                item = self._queue.get_nowait()
+                if self._alone(item[0]):
+                    held = item
+                    break
+                batch.append(item)
             try:
                 await self._commit(batch)
             finally:

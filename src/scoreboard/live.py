@@ -75,7 +75,8 @@ class Frames:
     @classmethod
     def of(cls, snapshot: Snapshot) -> Frames:
         sse = b"event: scores\nid: %d\ndata: %s\n\n" % (snapshot.version, snapshot.scores)
-        ws = b'{"type":"scores","version":%d,"scores":%s}' % (snapshot.version, snapshot.scores)
+        ws = b'{"type":"scores","board":"%s","version":%d,"scores":%s}' % (
+            snapshot.board.encode(), snapshot.version, snapshot.scores)
         framed = chunk(sse)
         return cls(snapshot.version, snapshot.scores, sse, framed, SSE_PING_CHUNK + framed,
                    ws.decode())
@@ -98,13 +99,14 @@ class Subscriber:
     """
 
     __slots__ = ("_blocked", "_busy", "_direct", "_message", "_ping", "_send", "_waiter",
-                 "_woken", "address", "closed", "frames", "ping_due", "ready", "reason",
-                 "sent_version", "stuck_since", "task")
+                 "_woken", "address", "board", "closed", "frames", "ping_due", "ready",
+                 "reason", "sent_version", "stuck_since", "task")
 
     def __init__(self, address: str, frames: Frames, send: Send,
                  message: Callable[[Frames], Message], ping: Message | None,
                  direct: ChunkWriter | None = None) -> None:
         self.address = address
+        self.board = ""
         self.frames = frames
         self._direct = direct
         self._send = send
@@ -260,8 +262,8 @@ class Subscriber:
                 step.close()
 
 
-class Hub:
-    """This process's subscribers, and the sweeps that bring them the newest state.
+class _Feed:
+    """One board's subscribers, its newest state, and the sweeps that bring it to them.
 
     A push is a *sweep*: a walk over every subscriber, ``SWEEP_SLICE`` of them per turn
     of the event loop, so the commits and requests that arrive meanwhile are not held
@@ -275,91 +277,20 @@ class Hub:
     has).
     """
 
-    def __init__(
-        self,
-        push_interval: float,
-        max_subscribers: int,
-        max_per_address: int,
-        stall_timeout: float,
-        heartbeat: float = HEARTBEAT_SECONDS,
-        on_push: Callable[[float], None] = lambda seconds: None,
-        on_drop: Callable[[str], None] = lambda reason: None,
-    ) -> None:
-        self._interval = push_interval
-        self._max = max_subscribers
-        self._max_per_address = max_per_address
-        self._stall = stall_timeout
-        self._heartbeat_every = heartbeat
-        self._on_push = on_push
-        self._on_drop = on_drop
-        self._subscribers: set[Subscriber] = set()
-        self._per_address: Counter[str] = Counter()
-        self._newest = Frames.of(Snapshot(0, b"[]"))
+    def __init__(self, hub: Hub, board: str) -> None:
+        self.hub = hub
+        self.subscribers: set[Subscriber] = set()
+        self.newest = Frames.of(Snapshot(board, 0, b"[]"))
         self._unswept_since: float | None = None  # oldest change not yet in a sweep
         self._last_push = float("-inf")
         self._sweeping = False
         self._timer: asyncio.TimerHandle | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
-        self.closing = False
-
-    @property
-    def current(self) -> Frames:
-        """The newest state: what a new subscriber gets and what sweeps write."""
-        return self._newest
-
-    def __len__(self) -> int:
-        return len(self._subscribers)
-
-    def start(self) -> None:
-        self._heartbeat = asyncio.create_task(self._beat(), name="live-heartbeat")
-
-    def close_all(self, reason: str = "shutdown") -> None:
-        """Ask every subscriber to end its stream (the server is stopping)."""
-        self.closing = True
-        for subscriber in list(self._subscribers):
-            subscriber.close(reason)
-
-    async def stop(self) -> None:
-        self.close_all()
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
-
-    # -- subscribers ------------------------------------------------------------
-
-    def join(self, address: str, send: Send, message: Callable[[Frames], Message],
-             ping: Message | None, direct: ChunkWriter | None = None) -> Subscriber:
-        if self.closing:
-            raise StreamsFull("the server is restarting; reconnect shortly", "live_closing")
-        if len(self._subscribers) >= self._max:
-            raise StreamsFull("this server holds as many live connections as it can",
-                              "live_full")
-        if self._per_address[address] >= self._max_per_address:
-            raise TooManyStreams("too many live connections from this address",
-                                 "live_per_address")
-        subscriber = Subscriber(address, self._newest, send, message, ping, direct)
-        self._subscribers.add(subscriber)
-        self._per_address[address] += 1
-        return subscriber
-
-    def leave(self, subscriber: Subscriber) -> None:
-        subscriber.closed = True  # a sweep already under way may still hold it: skip it
-        if subscriber in self._subscribers:
-            self._subscribers.discard(subscriber)
-            self._per_address[subscriber.address] -= 1
-            if self._per_address[subscriber.address] <= 0:
-                del self._per_address[subscriber.address]
-
-    # -- snapshots --------------------------------------------------------------
 
     def offer(self, snapshot: Snapshot) -> None:
-        """A snapshot from the broker: the newest state, swept out now or when due."""
-        newest = self._newest
+        newest = self.newest
         if snapshot.version <= newest.version or snapshot.scores == newest.scores:
             return  # older, or the top 10 clients already have (a change below it)
-        self._newest = Frames.of(snapshot)
+        self.newest = Frames.of(snapshot)
         if self._unswept_since is None:
             self._unswept_since = time.monotonic()
         self._schedule()
@@ -367,7 +298,7 @@ class Hub:
     def _schedule(self) -> None:
         if self._sweeping or self._timer is not None or self._unswept_since is None:
             return  # a running sweep schedules the next when it ends
-        wait = self._last_push + self._interval - time.monotonic()
+        wait = self._last_push + self.hub.interval - time.monotonic()
         if wait <= 0:
             self._start_sweep()
         else:
@@ -378,30 +309,150 @@ class Hub:
         if self._unswept_since is None:
             return
         now = time.monotonic()
-        self._on_push(now - self._unswept_since)
+        self.hub.on_push(now - self._unswept_since)
         self._last_push, self._unswept_since = now, None
         self._sweeping = True
-        self._walk(self._sweep(list(self._subscribers)))
+        self.hub.walk(self._sweep(list(self.subscribers)))
 
     def _sweep(self, subscribers: list[Subscriber]) -> Iterator[None]:
         try:
-            for live in self._slices(subscribers):
-                frames = self._newest  # newer than at the start, if one came meanwhile
+            for live in self.hub.slices(subscribers):
+                frames = self.newest  # newer than at the start, if one came meanwhile
                 for subscriber in live:
                     subscriber.deliver(frames)
                 yield
         finally:
             self._sweeping = False
-        if not self.closing:
+        if not self.hub.closing:
             self._schedule()  # a change that came during the sweep: the next one
 
-    def _walk(self, steps: Iterator[None]) -> None:
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class Hub:
+    """This process's subscribers, per board, and the sweeps that bring them the newest
+    state (``_Feed``). Caps count connections: a WebSocket subscribed to several boards
+    is one connection."""
+
+    def __init__(
+        self,
+        push_interval: float,
+        max_subscribers: int,
+        max_per_address: int,
+        stall_timeout: float,
+        heartbeat: float = HEARTBEAT_SECONDS,
+        on_push: Callable[[float], None] = lambda seconds: None,
+        on_drop: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self.interval = push_interval
+        self._max = max_subscribers
+        self._max_per_address = max_per_address
+        self._stall = stall_timeout
+        self._heartbeat_every = heartbeat
+        self.on_push = on_push
+        self._on_drop = on_drop
+        self._feeds: dict[str, _Feed] = {}
+        self._connections = 0
+        self._per_address: Counter[str] = Counter()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.closing = False
+
+    def current(self, board: str) -> Frames:
+        """A board's newest state: what a new subscriber gets and what sweeps write."""
+        return self._feed(board).newest
+
+    def __len__(self) -> int:
+        """Live connections (SSE and WebSocket)."""
+        return self._connections
+
+    def _feed(self, board: str) -> _Feed:
+        feed = self._feeds.get(board)
+        if feed is None:
+            feed = self._feeds[board] = _Feed(self, board)
+        return feed
+
+    def start(self) -> None:
+        self._heartbeat = asyncio.create_task(self._beat(), name="live-heartbeat")
+
+    def close_all(self, reason: str = "shutdown") -> None:
+        """Ask every subscriber to end its stream (the server is stopping)."""
+        self.closing = True
+        for feed in self._feeds.values():
+            for subscriber in list(feed.subscribers):
+                subscriber.close(reason)
+
+    async def stop(self) -> None:
+        self.close_all()
+        for feed in self._feeds.values():
+            feed.stop()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+
+    # -- connections and subscribers ---------------------------------------------
+
+    def connect(self, address: str) -> None:
+        """Count a live connection in, or refuse it (429 per address, 503 in all)."""
+        if self.closing:
+            raise StreamsFull("the server is restarting; reconnect shortly", "live_closing")
+        if self._connections >= self._max:
+            raise StreamsFull("this server holds as many live connections as it can",
+                              "live_full")
+        if self._per_address[address] >= self._max_per_address:
+            raise TooManyStreams("too many live connections from this address",
+                                 "live_per_address")
+        self._connections += 1
+        self._per_address[address] += 1
+
+    def disconnect(self, address: str) -> None:
+        self._connections -= 1
+        self._per_address[address] -= 1
+        if self._per_address[address] <= 0:
+            del self._per_address[address]
+
+    def join(self, board: str, address: str, send: Send, message: Callable[[Frames], Message],
+             ping: Message | None, direct: ChunkWriter | None = None) -> Subscriber:
+        """Subscribe a connection (already counted in by ``connect``) to a board."""
+        feed = self._feed(board)
+        subscriber = Subscriber(address, feed.newest, send, message, ping, direct)
+        subscriber.board = board
+        feed.subscribers.add(subscriber)
+        return subscriber
+
+    def leave(self, subscriber: Subscriber) -> None:
+        subscriber.closed = True  # a sweep already under way may still hold it: skip it
+        feed = self._feeds.get(subscriber.board)
+        if feed is not None:
+            feed.subscribers.discard(subscriber)
+
+    def board_gone(self, board: str) -> None:
+        """A board deleted: its streams end."""
+        feed = self._feeds.pop(board, None)
+        if feed is not None:
+            feed.stop()
+            for subscriber in list(feed.subscribers):
+                subscriber.close("board_gone")
+
+    # -- snapshots ----------------------------------------------------------------
+
+    def offer(self, message: object) -> None:
+        """A message from the broker: a snapshot is the newest state of its board,
+        swept out now or when due."""
+        if isinstance(message, Snapshot):
+            self._feed(message.board).offer(message)
+
+    # -- walking subscribers ------------------------------------------------------
+
+    def walk(self, steps: Iterator[None]) -> None:
         """Run a walk's first slice now, then one per turn of the loop."""
         try:
             next(steps)
         except StopIteration:
             return
-        asyncio.get_running_loop().call_soon(self._walk, steps)
+        asyncio.get_running_loop().call_soon(self.walk, steps)
 
     def _drop(self, subscriber: Subscriber, reason: str) -> None:
         subscriber.close(reason)
@@ -417,15 +468,16 @@ class Hub:
         # so no subscriber goes longer than ``heartbeat`` without one.
         while True:
             await asyncio.sleep(self._heartbeat_every / 2)
-            self._walk(self._beats(list(self._subscribers)))
+            everyone = [s for feed in self._feeds.values() for s in feed.subscribers]
+            self.walk(self._beats(everyone))
 
     def _beats(self, subscribers: list[Subscriber]) -> Iterator[None]:
-        for live in self._slices(subscribers):
+        for live in self.slices(subscribers):
             for subscriber in live:
                 subscriber.beat()
             yield
 
-    def _slices(self, subscribers: list[Subscriber]) -> Iterator[list[Subscriber]]:
+    def slices(self, subscribers: list[Subscriber]) -> Iterator[list[Subscriber]]:
         """``subscribers``, ``SWEEP_SLICE`` at a time, less those whose write has been
         stuck past the stall deadline: those are dropped here."""
         for start in range(0, len(subscribers), SWEEP_SLICE):

@@ -1,13 +1,28 @@
-"""The vocabulary every part speaks: plain, immutable records."""
+"""The vocabulary every part speaks: plain, immutable records.
+
+A *board* is a key, not a deployment: every part takes a board id in every verb. A
+board's entries are per user; a user's *score* on a board is what its operator made of
+their writes (a sum, the best submission, the last submission).
+"""
 
 from __future__ import annotations
 
 import datetime
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 MAX_TOTAL = 2**53 - 1  # exact in every JSON client, in a double and in Redis
 USER_ID = re.compile(r"[A-Za-z0-9_.:@|-]{1,128}")
+BOARD_ID = re.compile(r"[a-z0-9_-]{1,64}")
+DEFAULT_BOARD = "default"
+
+Sort = Literal["desc", "asc"]
+Operator = Literal["increment", "best", "set"]
+Reset = Literal["never", "hour", "day", "week", "month"]
+SORTS: tuple[Sort, ...] = ("desc", "asc")
+OPERATORS: tuple[Operator, ...] = ("increment", "best", "set")
+RESETS: tuple[Reset, ...] = ("never", "hour", "day", "week", "month")
 
 
 def rfc3339(ms: float) -> str:
@@ -20,16 +35,58 @@ def is_user_id(value: object) -> bool:
     return isinstance(value, str) and USER_ID.fullmatch(value) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class UserTotal:
-    """A user's total as the store holds it.
+def is_board_id(value: object) -> bool:
+    return isinstance(value, str) and BOARD_ID.fullmatch(value) is not None
 
-    ``seq`` is the ledger id of the increment that reached ``total``: it only grows,
-    so on equal totals the smaller ``seq`` reached the total first and ranks higher.
+
+@dataclass(frozen=True, slots=True)
+class BoardSpec:
+    """What a board is: how it orders and how a write changes an entry."""
+
+    id: str
+    title: str
+    sort: Sort = "desc"
+    operator: Operator = "increment"
+    reset: Reset = "never"
+    timezone: str = "UTC"
+
+    def better(self, a: int, b: int) -> bool:
+        """Whether score ``a`` ranks strictly ahead of ``b`` on this board."""
+        return a > b if self.sort == "desc" else a < b
+
+    def same_rules(self, other: BoardSpec) -> bool:
+        """Everything but the title: what may never change once the board exists."""
+        return (self.sort, self.operator, self.reset, self.timezone) == (
+            other.sort, other.operator, other.reset, other.timezone)
+
+
+DEFAULT_SPEC = BoardSpec(DEFAULT_BOARD, "Scoreboard")
+
+
+@dataclass(frozen=True, slots=True)
+class Board:
+    """A live board: its definition and its current season."""
+
+    spec: BoardSpec
+    season: int
+    season_started_ms: int
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A user's entry on a board's current season, as the store holds it.
+
+    ``seq`` is the ledger id of the write that reached ``score``: it only grows, so on
+    equal scores the smaller ``seq`` reached the score first and ranks higher.
     """
 
+    board: str
     user_id: str
-    total: int
+    score: int
     seq: int
     name: str | None = None
 
@@ -40,6 +97,7 @@ class RankedUser:
     user_id: str
     name: str
     score: int
+    seq: int = 0  # the entry's place among equal scores, where the reader knows it (pages)
 
     def as_dict(self) -> dict[str, object]:
         return {"rank": self.rank, "user_id": self.user_id, "name": self.name, "score": self.score}
@@ -56,17 +114,18 @@ class StoredResponse:
 
 @dataclass(frozen=True, slots=True)
 class ActionKind:
-    """What one kind of action is worth, and the window its ticket redeems in."""
+    """What one kind of action is worth, the window its ticket redeems in, and its board."""
 
     name: str
     points: int
     min_seconds: float
     ttl_seconds: float
+    board: str = DEFAULT_BOARD
 
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """A single-use promise of ``points`` to ``user_id``, redeemable in its window."""
+    """A single-use promise of ``points`` on ``board`` to ``user_id``, in its window."""
 
     id: str
     user_id: str
@@ -75,12 +134,16 @@ class Ticket:
     not_before_ms: int
     expires_ms: int
     redeemed_ms: int | None = None
+    board: str = DEFAULT_BOARD
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     id: int
-    delta: int
+    board: str
+    season: int
+    kind: str  # add (an increment), submit (a best/set score), revert
+    amount: int
     at_ms: int
     source: str
 
@@ -97,7 +160,8 @@ class SecurityEvent:
 class UserRecord:
     """What the store knows of one user, for an administrator."""
 
-    total: UserTotal | None
+    name: str | None
+    entries: list[Entry]  # on every live board's current season
     banned: bool
     ledger: list[LedgerEntry]
     events: list[SecurityEvent]

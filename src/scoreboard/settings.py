@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from jwt.algorithms import get_default_algorithms
 from limits import RateLimitItem, parse
 
-from scoreboard.model import MAX_TOTAL, ActionKind
+from scoreboard.model import DEFAULT_BOARD, MAX_TOTAL, ActionKind, is_board_id
 
 DEMO_ACTION = ActionKind("demo", points=10, min_seconds=1, ttl_seconds=600)
 _KIND = re.compile(r"[a-z0-9_-]{1,64}")
@@ -59,6 +59,7 @@ class Settings:
     log_level: str = "info"
     commit_queue_limit: int = 10_000
     receipt_timeout: float = 10.0
+    max_boards: int = 100
 
     def __post_init__(self) -> None:
         keys = [self.jwt_secret, self.jwt_public_key, self.jwt_jwks_url]
@@ -92,6 +93,8 @@ class Settings:
                 f"SCOREBOARD_RECEIPT_TIMEOUT must be more than 0 and at most 3600 seconds, "
                 f"got {self.receipt_timeout}"
             )
+        if not 1 <= self.max_boards <= 10_000:
+            raise SettingsError(f"SCOREBOARD_MAX_BOARDS must be 1 to 10000, got {self.max_boards}")
         if self.jwt_max_ttl < 1:
             raise SettingsError(f"SCOREBOARD_JWT_MAX_TTL must be positive, got {self.jwt_max_ttl}")
         for name, value in (
@@ -187,6 +190,7 @@ class Settings:
             require_action=_bool("SCOREBOARD_REQUIRE_ACTION", get("REQUIRE_ACTION"), False),
             log_level=(get("LOG_LEVEL") or "info").lower(),
             receipt_timeout=_seconds("SCOREBOARD_RECEIPT_TIMEOUT", get("RECEIPT_TIMEOUT"), 10.0),
+            max_boards=_int("SCOREBOARD_MAX_BOARDS", get("MAX_BOARDS"), 100),
         )
 
 
@@ -254,7 +258,8 @@ def _check_jwks_url(url: str) -> None:
 
 
 def load_actions(path: Path) -> tuple[ActionKind, ...]:
-    """``{"kind": {"points": 10, "min_seconds": 1, "ttl_seconds": 600}, ...}`` from a file."""
+    """``{"kind": {"points": 10, "min_seconds": 1, "ttl_seconds": 600}, ...}`` from a file;
+    a kind may name its board (``"board": "weekly"``, default ``default``)."""
     name = "SCOREBOARD_ACTIONS"
     try:
         data = json.loads(path.read_text())
@@ -266,10 +271,15 @@ def load_actions(path: Path) -> tuple[ActionKind, ...]:
     for kind, spec in data.items():
         if not _KIND.fullmatch(kind):
             raise SettingsError(f"{name}: kind {kind!r} must be 1-64 of a-z 0-9 _ -")
-        if not isinstance(spec, dict) or set(spec) != {"points", "min_seconds", "ttl_seconds"}:
+        required = {"points", "min_seconds", "ttl_seconds"}
+        if not isinstance(spec, dict) or not required <= set(spec) <= required | {"board"}:
             raise SettingsError(
-                f"{name}: {kind!r} needs exactly points, min_seconds and ttl_seconds"
+                f"{name}: {kind!r} needs points, min_seconds and ttl_seconds (and may name "
+                "a board)"
             )
+        board = spec.get("board", DEFAULT_BOARD)
+        if not is_board_id(board):
+            raise SettingsError(f"{name}: {kind!r} board must be 1-64 of a-z 0-9 _ -")
         points, low, ttl = spec["points"], spec["min_seconds"], spec["ttl_seconds"]
         if type(points) is not int or not 1 <= points <= MAX_TOTAL:
             raise SettingsError(f"{name}: {kind!r} points must be an integer 1 to 2^53 - 1")
@@ -277,5 +287,5 @@ def load_actions(path: Path) -> tuple[ActionKind, ...]:
             raise SettingsError(f"{name}: {kind!r} min_seconds and ttl_seconds must be numbers")
         if low < 0 or ttl <= low:
             raise SettingsError(f"{name}: {kind!r} needs 0 <= min_seconds < ttl_seconds")
-        kinds.append(ActionKind(kind, points, float(low), float(ttl)))
+        kinds.append(ActionKind(kind, points, float(low), float(ttl), board))
     return tuple(kinds)

@@ -259,11 +259,10 @@ async def test_503_when_the_database_is_locked(make_server, tmp_path) -> None:  
 
 
 async def test_500_is_a_problem_without_trace(server: Server) -> None:
-    async def broken(limit: int) -> None:
+    async def broken(*args: object) -> None:
         raise RuntimeError("SELECT secret FROM internals")
 
-    service = server.app.state.service
-    service.board = broken
+    server.app.state.service.reads.page = broken
     r = await server.client.get("/scores")
     body = problem(r, 500)
     assert "internals" not in r.text

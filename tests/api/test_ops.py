@@ -16,7 +16,7 @@ async def test_healthz_and_readyz(server: Server) -> None:
 
 
 async def test_readyz_503_when_the_store_does_not_answer(server: Server) -> None:
-    store = server.app.state.service._store
+    store = server.app.state.service.store
     reader = store._reader
     reader.close()  # the store stops answering reads
     body = problem(await server.client.get("/readyz"), 503)

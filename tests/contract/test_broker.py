@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from scoreboard.broker.base import Broker, Snapshot
+from scoreboard.broker.base import Broker, Message, Notice, Snapshot
 from scoreboard.broker.memory import MemoryBroker
 from scoreboard.broker.redis import RedisBroker
 from scoreboard.redislink import RedisLink
@@ -55,10 +55,26 @@ async def test_a_snapshot_reaches_every_receiver_of_every_instance(backend: str)
         received: list[list[Snapshot]] = [[] for _ in brokers]
         for broker, inbox in zip(brokers, received, strict=True):
             broker.subscribe(inbox.append)
-        snapshot = Snapshot(1_795_000_000_000_000, b'[{"rank":1}]')
+        snapshot = Snapshot("b", 1_795_000_000_000_000, b'[{"rank":1}]')
         await brokers[0].publish(snapshot)
         assert received[0][0] == snapshot  # its own receivers: at once, not via Redis
         await until(lambda: all(snapshot in inbox for inbox in received))
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_boards_and_notices_travel_apart(backend: str) -> None:
+    """Snapshots name their board (ids of any allowed length); a notice reaches every
+    instance too."""
+    async with instances(backend, 2) as brokers:
+        received: list[list[Message]] = [[] for _ in brokers]
+        for broker, inbox in zip(brokers, received, strict=True):
+            broker.subscribe(inbox.append)
+        long_id = "b" * 64
+        sent = [Snapshot(long_id, 7, b"[]"), Snapshot("weekly", 3, b'[{"rank":1}]'),
+                Notice("boards", "weekly")]
+        for message in sent:
+            await brokers[-1].publish(message)
+        await until(lambda: all(all(m in inbox for m in sent) for inbox in received))
 
 
 async def test_redis_degraded_instance_publishes_locally_and_ignores_others() -> None:
@@ -70,12 +86,12 @@ async def test_redis_degraded_instance_publishes_locally_and_ignores_others() ->
         a.subscribe(on_a.append)
         b.subscribe(on_b.append)
         b._link.lost("test: degraded")
-        await b.publish(Snapshot(5, b"[]"))  # local only: Redis is not used while down
-        await a.publish(Snapshot(6, b"[1]"))
-        await until(lambda: Snapshot(6, b"[1]") in on_a)
+        await b.publish(Snapshot("b", 5, b"[]"))  # local only: Redis is not used while down
+        await a.publish(Snapshot("b", 6, b"[1]"))
+        await until(lambda: Snapshot("b", 6, b"[1]") in on_a)
         await asyncio.sleep(0.2)
-        assert on_b == [Snapshot(5, b"[]")]  # not A's: B shows the store meanwhile
-        assert Snapshot(5, b"[]") not in on_a
+        assert on_b == [Snapshot("b", 5, b"[]")]  # not A's: B shows the store meanwhile
+        assert Snapshot("b", 5, b"[]") not in on_a
 
 
 async def test_redis_broker_resubscribes_and_calls_back_after_a_break() -> None:
@@ -101,9 +117,9 @@ async def test_redis_broker_resubscribes_and_calls_back_after_a_break() -> None:
             await asyncio.wait_for(reconnected.wait(), 3)
             other = RedisLink(REDIS, prefix)
             other.back()
-            await RedisBroker(other).publish(Snapshot(9, b"[]"))
+            await RedisBroker(other).publish(Snapshot("b", 9, b"[]"))
             await other.close()
-            await until(lambda: Snapshot(9, b"[]") in received)
+            await until(lambda: Snapshot("b", 9, b"[]") in received)
         finally:
             await broker.stop()
             await link.close()

@@ -1,209 +1,383 @@
-"""The Ranking contract, one suite for every backend (memory, Redis), against a plain
-sorted model, ties included. The Redis cases run on the test Redis and fail without it."""
+"""The Ranking contract, one suite for every backend, over several boards, both sorts and
+all three operators, against a plain sorted model (ties included).
+
+Backends: the memory ranking; Redis; and the failover ranking both ways — with Redis up
+(it must be Redis) and with Redis away (it must answer the same from the store, which
+the harness writes as the writer would). The Redis cases run on the test Redis and
+fail without it; the store is SQLite.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import cast
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from scoreboard.model import MAX_TOTAL, UserTotal
-from scoreboard.ranking.base import Ranking
+from scoreboard.model import MAX_TOTAL, Board, BoardSpec, Entry
+from scoreboard.ranking.base import Ranking, key_of
+from scoreboard.ranking.failover import FailoverRanking
 from scoreboard.ranking.memory import MemoryRanking
 from scoreboard.ranking.redis import BoardMissing, RedisRanking
-from scoreboard.store.base import Transaction
+from scoreboard.redislink import RedisLink
+from scoreboard.store.base import BatchWrite, Store
+from scoreboard.store.sqlite import SQLiteStore
 from tests.support import REDIS, redis_prefix
 
-BACKENDS = ["memory", "redis"]
-NO_TX = cast(Transaction, None)  # memory and Redis rank without the store
+BACKENDS = ["memory", "redis", "failover", "degraded"]
+ENTRY_SEQ = "SELECT seq FROM entries WHERE board = ? AND season = 1 AND user_id = ?"
 
-users = st.sampled_from([f"u{i}" for i in range(12)])
-# Small increments make equal totals (ties) common.
-updates = st.lists(st.tuples(users, st.integers(1, 3)), max_size=40)
+BOARDS = {b.id: b for b in (
+    Board(BoardSpec("inc", "Points"), 1, 0),
+    Board(BoardSpec("golf", "Golf", "asc", "increment"), 1, 0),
+    Board(BoardSpec("fast", "Speedrun", "asc", "best"), 1, 0),
+    Board(BoardSpec("high", "High score", "desc", "best"), 1, 0),
+    Board(BoardSpec("last", "Last", "desc", "set"), 1, 0),
+)}
+
+
+class Harness:
+    """A ranking, and for the failover backends the store it falls back to, written as
+    the group-commit writer writes it."""
+
+    def __init__(self, ranking: Ranking, store: Store | None) -> None:
+        self.ranking = ranking
+        self.store = store
+
+    async def define(self, boards: Sequence[Board], banned: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        if self.store is not None:
+            async with self.store.transaction() as tx:
+                for board in boards:
+                    await tx.create_board(board.spec, 0, 100)
+                for user_id in banned:
+                    await tx.ban(user_id, "root", 0)
+        for board in boards:
+            await self.ranking.rebuild(board, [], set(banned))
+
+    async def commit(self, entries: Sequence[Entry]) -> tuple[list[int], set[str]]:
+        """Write ``entries`` as one batch: the ranks previewed before the commit, and the
+        boards whose watched top changed."""
+        boards = {e.board: BOARDS[e.board] for e in entries}
+        if self.store is None:
+            ranks = await self.ranking.ranks_after(None, boards, entries)  # type: ignore[arg-type]
+            return ranks, await self.ranking.apply(entries)
+        async with self.store.transaction() as tx:
+            batch = BatchWrite()
+            for e in entries:  # the store is the truth: a stale entry never reaches it
+                held = await tx.rows(ENTRY_SEQ, (e.board, e.user_id))  # type: ignore[attr-defined]
+                if not held or held[0][0] < e.seq:
+                    batch.entries.append((e, 1, 0))
+                if e.name:
+                    batch.names[e.user_id] = e.name
+            await tx.write(batch)
+            ranks = await self.ranking.ranks_after(tx, boards, entries)
+        return ranks, await self.ranking.apply(entries)
 
 
 @contextlib.asynccontextmanager
-async def ranking_of(backend: str) -> AsyncIterator[Ranking]:
+async def harness(backend: str, tmp: Path) -> AsyncIterator[Harness]:
     if backend == "memory":
-        yield MemoryRanking()
+        yield Harness(MemoryRanking(), None)
         return
     async with redis_prefix() as prefix:
         client = Redis.from_url(REDIS)
         try:
-            yield RedisRanking(client, prefix)
+            if backend == "redis":
+                yield Harness(RedisRanking(client, prefix), None)
+                return
+            store = SQLiteStore(tmp / f"{prefix}.db")
+            await store.open()
+            link = RedisLink(REDIS, prefix)
+            try:
+                failover = FailoverRanking(RedisRanking(link.client, prefix), link, store)
+                yield Harness(failover, store)
+            finally:
+                await link.close()
+                await store.close()
         finally:
             await client.aclose()
 
 
 @pytest.fixture(params=BACKENDS)
-async def ranking(request: pytest.FixtureRequest) -> AsyncIterator[Ranking]:
-    async with ranking_of(request.param) as r:
-        yield r
+async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with harness(request.param, tmp_path) as made:
+        if request.param == "degraded":
+            made.degraded = True  # type: ignore[attr-defined]
+        yield made
 
 
-def model_order(totals: dict[str, tuple[int, int]]) -> list[tuple[str, int]]:
-    ordered = sorted(totals.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
-    return [(user, total) for user, (total, _) in ordered]
+@pytest.fixture(params=[b for b in BACKENDS if b != "degraded"])
+async def mirror(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """The rankings that keep versions and watch the top (degraded, the store's board is
+    re-read whole: every read is a new version, any write may have moved it)."""
+    async with harness(request.param, tmp_path) as made:
+        yield made
+
+
+async def define(h: Harness, *board_ids: str, banned: set[str] | None = None) -> None:
+    await h.define([BOARDS[b] for b in board_ids], banned or set())
+    if getattr(h, "degraded", False):
+        link = h.ranking._link  # type: ignore[attr-defined]
+        link.lost("the test takes Redis away")
+
+
+@dataclass
+class Model:
+    """Each board's entries as the operators make them: (score, seq) per user."""
+
+    entries: dict[str, dict[str, tuple[int, int]]]
+
+    def write(self, board_id: str, user: str, amount: int, seq: int) -> tuple[int, int]:
+        spec = BOARDS[board_id].spec
+        held = self.entries.setdefault(board_id, {}).get(user)
+        if spec.operator == "increment":
+            new = ((held[0] if held else 0) + amount, seq)
+        elif spec.operator == "best":
+            new = (amount, seq) if held is None or spec.better(amount, held[0]) else held
+        else:
+            new = (amount, seq) if held is None or amount != held[0] else held
+        self.entries[board_id][user] = new
+        return new
+
+    def order(self, board_id: str) -> list[tuple[str, int]]:
+        sort = BOARDS[board_id].spec.sort
+        rows = sorted(self.entries.get(board_id, {}).items(),
+                      key=lambda kv: key_of(sort, kv[1][0], kv[1][1], kv[0]))
+        return [(user, score) for user, (score, _) in rows]
+
+
+users = st.sampled_from([f"u{i}" for i in range(10)])
+# Small amounts make equal scores (ties) common.
+writes = st.lists(st.tuples(st.sampled_from(sorted(BOARDS)), users, st.integers(0, 4)),
+                  max_size=40)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_ranking_matches_a_sorted_model(backend: str) -> None:
-    @settings(max_examples=100 if backend == "memory" else 40, deadline=None)
-    @given(updates, st.integers(1, 5))
-    def check(steps: list[tuple[str, int]], batch: int) -> None:
-        asyncio.run(run(steps, batch))
+def test_every_board_matches_a_sorted_model(backend: str, tmp_path: Path) -> None:
+    @settings(max_examples={"memory": 100}.get(backend, 25), deadline=None)
+    @given(writes, st.integers(1, 5))
+    def check(steps: list[tuple[str, str, int]], batch: int) -> None:
+        asyncio.run(run(steps, 1 if backend == "degraded" else batch))
 
-    async def run(steps: list[tuple[str, int]], batch: int) -> None:
-        async with ranking_of(backend) as ranking:
-            await ranking.rebuild([], set())
-            model: dict[str, tuple[int, int]] = {}
-            seq = 0
-            pending: list[UserTotal] = []
+    async def run(steps: list[tuple[str, str, int]], batch: int) -> None:
+        async with harness(backend, tmp_path) as h:
+            if backend == "degraded":
+                h.degraded = True  # type: ignore[attr-defined]
+            await define(h, *BOARDS)
+            model = Model({})
+            pending: list[Entry] = []
             previewed: list[int] = []
             expected: list[int] = []
-            for user, inc in steps:
-                seq += 1
-                total = model.get(user, (0, 0))[0] + inc
-                model[user] = (total, seq)
-                pending.append(UserTotal(user, total, seq, None))
-                expected.append([u for u, _ in model_order(model)].index(user) + 1)
+            for seq, (board_id, user, amount) in enumerate(steps, 1):
+                score, reached = model.write(board_id, user, amount, seq)
+                pending.append(Entry(board_id, user, score, reached))
+                expected.append([u for u, _ in model.order(board_id)].index(user) + 1)
                 if len(pending) == batch:
-                    previewed += await ranking.ranks_after(NO_TX, pending)
-                    await ranking.apply(pending)
+                    previewed += (await h.commit(pending))[0]
                     pending = []
-            previewed += await ranking.ranks_after(NO_TX, pending)
-            await ranking.apply(pending)
+            if pending:
+                previewed += (await h.commit(pending))[0]
             assert previewed == expected  # ranks answered before commit are the true ones
-            order = model_order(model)
-            top = (await ranking.top(100)).entries
-            assert [(e.user_id, e.score) for e in top] == order
-            assert [e.rank for e in top] == list(range(1, len(order) + 1))
-            for rank, (user, total) in enumerate(order, 1):
-                got = await ranking.get(user)
-                assert got is not None and (got.rank, got.score) == (rank, total)
-        async with ranking_of(backend) as rebuilt:
-            await rebuilt.rebuild((UserTotal(u, t, s, None) for u, (t, s) in model.items()), set())
-            assert [(e.user_id, e.score) for e in (await rebuilt.top(100)).entries] == order
+            for board_id in BOARDS:
+                order = model.order(board_id)
+                top = (await h.ranking.top(board_id, 100)).entries
+                assert [(e.user_id, e.score) for e in top] == order, board_id
+                assert [e.rank for e in top] == list(range(1, len(order) + 1))
+                assert await h.ranking.count(board_id) == len(order)
+                for rank, (user, score) in enumerate(order, 1):
+                    got = await h.ranking.get(board_id, user)
+                    assert got is not None and (got.rank, got.score) == (rank, score)
+                # Paging three at a time meets every entry once, in order.
+                paged: list[tuple[str, int]] = []
+                after = None
+                while True:
+                    page = await h.ranking.top(board_id, 3, after)
+                    paged += [(e.user_id, e.score) for e in page.entries]
+                    if page.next_after is None:
+                        break
+                    after = page.next_after
+                assert paged == order
 
     check()
 
 
-async def test_apply_ignores_stale_and_repeated_totals(ranking: Ranking) -> None:
-    await ranking.rebuild([UserTotal("a", 10, 5, "A")], set())
-    assert not await ranking.apply([UserTotal("a", 4, 3, None)])  # older seq
-    assert not await ranking.apply([UserTotal("a", 10, 5, None)])  # same
-    assert (await ranking.top(1)).entries[0].score == 10
-    assert await ranking.apply([UserTotal("a", 12, 6, None)])
-    top = (await ranking.top(1)).entries
+async def test_apply_ignores_stale_and_repeated_entries(h: Harness) -> None:
+    await define(h, "inc")
+    await h.commit([Entry("inc", "a", 10, 5, "A")])
+    await h.commit([Entry("inc", "a", 4, 3)])  # older seq
+    await h.commit([Entry("inc", "a", 10, 5)])  # the same
+    assert (await h.ranking.top("inc", 1)).entries[0].score == 10
+    await h.commit([Entry("inc", "a", 12, 6)])
+    top = (await h.ranking.top("inc", 1)).entries
     assert (top[0].score, top[0].name) == (12, "A")
 
 
-async def test_a_lower_total_with_a_newer_seq_applies(ranking: Ranking) -> None:
-    """A revert lowers a total with a new ledger entry: newer wins, not larger."""
-    await ranking.rebuild([UserTotal("a", 50, 1, None), UserTotal("b", 40, 2, None)], set())
-    assert await ranking.apply([UserTotal("a", 30, 3, None)])
-    assert [(e.user_id, e.score) for e in (await ranking.top(10)).entries] == [
+async def test_a_lower_score_with_a_newer_seq_applies(h: Harness) -> None:
+    """A revert lowers a total with a new ledger row: newer wins, not larger."""
+    await define(h, "inc")
+    await h.commit([Entry("inc", "a", 50, 1), Entry("inc", "b", 40, 2)])
+    await h.commit([Entry("inc", "a", 30, 3)])
+    assert [(e.user_id, e.score) for e in (await h.ranking.top("inc", 10)).entries] == [
         ("b", 40), ("a", 30)]
 
 
-async def test_changes_below_the_watched_top_are_not_top_changes(ranking: Ranking) -> None:
-    await ranking.rebuild((UserTotal(f"u{i}", 1000 - i, i + 1, None) for i in range(150)), set())
-    assert not await ranking.apply([UserTotal("u140", 861, 1000, None)])
-    assert await ranking.apply([UserTotal("u140", 999, 1001, None)])
+async def test_changes_below_the_watched_top_are_not_top_changes(mirror: Harness) -> None:
+    h = mirror
+    await define(h, "inc")
+    await h.commit([Entry("inc", f"u{i}", 1000 - i, i + 1) for i in range(150)])
+    assert (await h.commit([Entry("inc", "u140", 861, 1000)]))[1] == set()
+    assert (await h.commit([Entry("inc", "u140", 999, 1001)]))[1] == {"inc"}
 
 
-async def test_ties_are_exact_at_the_largest_totals_and_seqs(ranking: Ranking) -> None:
-    """Equal totals rank by who reached them first, even at 2^53 - 1 and huge seqs."""
-    big_seq = 10**16 - 2
-    await ranking.rebuild([
-        UserTotal("late", MAX_TOTAL, big_seq, None),
-        UserTotal("early", MAX_TOTAL, big_seq - 1, None),
-        UserTotal("next", MAX_TOTAL - 1, 1, None),
-        UserTotal("zero", 0, 7, None),
-    ], set())
-    top = (await ranking.top(10)).entries
+async def test_ties_are_exact_at_the_largest_scores_and_seqs(h: Harness) -> None:
+    """Equal scores rank by who reached them first, even at 2^53 - 1 and huge seqs, on
+    a desc and an asc board."""
+    await define(h, "inc", "golf")
+    big = 10**16 - 2
+    for board_id in ("inc", "golf"):
+        await h.commit([Entry(board_id, "late", MAX_TOTAL, big), Entry(board_id, "early",
+                        MAX_TOTAL, big - 1), Entry(board_id, "next", MAX_TOTAL - 1, 1),
+                        Entry(board_id, "zero", 0, 7)])
+    top = (await h.ranking.top("inc", 10)).entries
     assert [(e.user_id, e.score) for e in top] == [
         ("early", MAX_TOTAL), ("late", MAX_TOTAL), ("next", MAX_TOTAL - 1), ("zero", 0)]
-    late = await ranking.get("late")
+    golf = (await h.ranking.top("golf", 10)).entries
+    assert [e.user_id for e in golf] == ["zero", "next", "early", "late"]
+    late = await h.ranking.get("inc", "late")
     assert late is not None and (late.rank, late.score) == (2, MAX_TOTAL)
 
 
-async def test_a_ban_takes_a_user_off_until_the_unban(ranking: Ranking) -> None:
-    await ranking.rebuild([UserTotal("a", 9, 1, "A"), UserTotal("b", 5, 2, None),
-                           UserTotal("c", 3, 3, None)], {"c"})
-    assert [e.user_id for e in (await ranking.top(10)).entries] == ["a", "b"]
-    assert await ranking.ban("a")
-    assert not await ranking.ban("a")
-    assert await ranking.get("a") is None
-    b = await ranking.get("b")
+async def test_around_me_slides_at_the_ends(h: Harness) -> None:
+    await define(h, "inc")
+    await h.commit([Entry("inc", f"u{i}", 100 - i, i + 1) for i in range(20)])
+
+    async def window(user: str, above: int, below: int) -> list[int]:
+        found = await h.ranking.around("inc", user, above, below)
+        assert found is not None
+        return [e.rank for e in found]
+
+    assert await window("u9", 2, 2) == [8, 9, 10, 11, 12]
+    assert await window("u0", 2, 2) == [1, 2, 3, 4, 5]  # slid down at the top
+    assert await window("u19", 2, 2) == [16, 17, 18, 19, 20]  # slid up at the bottom
+    assert await window("u1", 5, 0) == [1, 2, 3, 4, 5, 6]
+    assert await window("u5", 0, 0) == [6]
+    assert await window("u3", 50, 50) == list(range(1, 21))  # the whole board
+    assert await h.ranking.around("inc", "nobody", 2, 2) is None
+
+
+async def test_ranks_of_a_list_of_users(h: Harness) -> None:
+    await define(h, "fast")
+    await h.commit([Entry("fast", "a", 30, 1), Entry("fast", "b", 10, 2),
+                    Entry("fast", "c", 20, 3), Entry("fast", "d", 10, 4)])
+    found = await h.ranking.ranks("fast", ["c", "nobody", "d", "c", "b"])
+    assert [(e.user_id, e.rank, e.score) for e in found] == [("b", 1, 10), ("d", 2, 10),
+                                                             ("c", 3, 20)]
+
+
+async def test_boards_are_apart(h: Harness) -> None:
+    await define(h, "inc", "last")
+    await h.commit([Entry("inc", "a", 5, 1), Entry("last", "a", 2, 2),
+                    Entry("last", "b", 9, 3)])
+    assert [e.user_id for e in (await h.ranking.top("inc", 10)).entries] == ["a"]
+    assert [e.user_id for e in (await h.ranking.top("last", 10)).entries] == ["b", "a"]
+    assert await h.ranking.get("inc", "b") is None
+
+
+async def test_a_ban_takes_a_user_off_every_board_until_the_unban(h: Harness) -> None:
+    await define(h, "inc", "fast", banned={"c"})
+    await h.commit([Entry("inc", "a", 9, 1, "A"), Entry("inc", "b", 5, 2),
+                    Entry("fast", "a", 40, 3), Entry("fast", "b", 50, 4)])
+    await h.ranking.ban("a")
+    if h.store is not None:
+        async with h.store.transaction() as tx:
+            await tx.ban("a", "root", 0)
+    assert await h.ranking.get("inc", "a") is None and await h.ranking.get("fast", "a") is None
+    b = await h.ranking.get("inc", "b")
     assert b is not None and b.rank == 1
-    # A total committed before the ban but applied after it (another instance, late)
-    # does not bring the user back; neither does a newer one.
-    assert not await ranking.apply([UserTotal("a", 12, 4, None)])
-    assert not await ranking.apply([UserTotal("c", 30, 5, None)])  # banned at the rebuild
-    assert [e.user_id for e in (await ranking.top(10)).entries] == ["b"]
-    assert await ranking.unban("a", UserTotal("a", 12, 4, None))  # back, with its total
-    assert [(e.user_id, e.score) for e in (await ranking.top(10)).entries] == [("a", 12), ("b", 5)]
-    assert await ranking.unban("c", UserTotal("c", 30, 5, None))
-    assert [e.user_id for e in (await ranking.top(10)).entries] == ["c", "a", "b"]
+    # An entry committed before the ban but applied after it (another instance, late)
+    # does not bring the user back; neither does a newer one, nor one of a user banned
+    # before the rebuild.
+    await h.commit([Entry("inc", "a", 12, 5), Entry("inc", "c", 30, 6)])
+    assert [e.user_id for e in (await h.ranking.top("inc", 10)).entries] == ["b"]
+    if h.store is not None:
+        async with h.store.transaction() as tx:
+            await tx.unban("a")
+    await h.ranking.unban("a", [Entry("inc", "a", 12, 5), Entry("fast", "a", 40, 3)])
+    assert [(e.user_id, e.score) for e in (await h.ranking.top("inc", 10)).entries] == [
+        ("a", 12), ("b", 5)]
+    assert [e.user_id for e in (await h.ranking.top("fast", 10)).entries] == ["a", "b"]
 
 
-async def test_names_are_kept_and_default_to_the_id(ranking: Ranking) -> None:
-    await ranking.rebuild([UserTotal("a", 2, 1, "Ann <b>")], set())
-    await ranking.apply([UserTotal("b", 1, 2, None), UserTotal("a", 3, 3, None)])
-    top = (await ranking.top(10)).entries
-    assert [(e.user_id, e.name) for e in top] == [("a", "Ann <b>"), ("b", "b")]
+async def test_remove_and_drop(h: Harness) -> None:
+    await define(h, "last", "inc")
+    await h.commit([Entry("last", "a", 3, 1), Entry("last", "b", 4, 2), Entry("inc", "a", 1, 3)])
+    if h.store is not None:
+        async with h.store.transaction() as tx:
+            await tx.run("DELETE FROM entries WHERE board = 'last' AND user_id = 'b'", ())  # type: ignore[attr-defined]
+    await h.ranking.remove("last", "b")
+    assert [e.user_id for e in (await h.ranking.top("last", 10)).entries] == ["a"]
+    await h.ranking.drop("last")
+    assert (await h.ranking.top("last", 10)).entries == []
+    assert [e.user_id for e in (await h.ranking.top("inc", 10)).entries] == ["a"]
 
 
-async def test_the_version_grows_with_each_change_only(ranking: Ranking) -> None:
-    await ranking.rebuild([], set())
-    v0 = (await ranking.top(1)).version
-    await ranking.apply([UserTotal("a", 1, 1, None)])
-    v1 = (await ranking.top(1)).version
-    await ranking.apply([UserTotal("a", 1, 1, None)])  # nothing new
-    assert (await ranking.top(1)).version == v1
-    await ranking.ban("a")
-    v2 = (await ranking.top(1)).version
+async def test_the_version_grows_with_each_change_only(mirror: Harness) -> None:
+    h = mirror
+    await define(h, "inc")
+    v0 = (await h.ranking.top("inc", 1)).version
+    await h.commit([Entry("inc", "a", 1, 1)])
+    v1 = (await h.ranking.top("inc", 1)).version
+    await h.commit([Entry("inc", "a", 1, 1)])  # nothing new
+    assert (await h.ranking.top("inc", 1)).version == v1
+    await h.ranking.ban("a")
+    v2 = (await h.ranking.top("inc", 1)).version
     assert v0 < v1 < v2
 
 
-async def test_redis_refuses_writes_once_the_board_is_lost() -> None:
+async def test_redis_refuses_once_a_board_is_lost(tmp_path: Path) -> None:
     """After a flush nothing may use the empty board: a write would land on it and look
     complete, a read would show users with points as missing."""
-    async with ranking_of("redis") as ranking:
+    async with harness("redis", tmp_path) as h:
+        ranking = h.ranking
         assert isinstance(ranking, RedisRanking)
-        await ranking.rebuild([UserTotal("a", 3, 1, None)], set())
-        assert await ranking.has_board()
+        await define(h, "inc")
+        await h.commit([Entry("inc", "a", 3, 1)])
+        assert await ranking.has_boards()
         client = Redis.from_url(REDIS)
         await client.delete(*[k async for k in client.scan_iter(match=ranking.prefix + "*")])
         await client.aclose()
-        assert not await ranking.has_board()
+        assert not await ranking.has_boards()
         with pytest.raises(BoardMissing):
-            await ranking.apply([UserTotal("b", 1, 2, None)])
+            await ranking.apply([Entry("inc", "b", 1, 2)])
         with pytest.raises(BoardMissing):
             await ranking.ban("a")
-        for read in (ranking.top(10), ranking.get("a"),
-                     ranking.ranks_after(NO_TX, [UserTotal("a", 4, 5, None)])):
+        reads: list[Any] = [ranking.top("inc", 10), ranking.get("inc", "a"),
+                            ranking.around("inc", "a", 1, 1), ranking.ranks("inc", ["a"]),
+                            ranking.count("inc"),
+                            ranking.ranks_after(None, BOARDS, [Entry("inc", "a", 4, 5)])]  # type: ignore[arg-type]
+        for read in reads:
             with pytest.raises(BoardMissing):  # never shown partial: answered from the store
                 await read
-        await ranking.rebuild([UserTotal("a", 3, 1, None)], set())
-        assert await ranking.apply([UserTotal("b", 1, 2, None)])
+        await ranking.rebuild(BOARDS["inc"], [Entry("inc", "a", 3, 1)], set())
+        assert await ranking.apply([Entry("inc", "b", 1, 2)]) == {"inc"}
 
 
-async def test_redis_rebuild_merges_with_newer_writes() -> None:
-    """A rebuild from an older read of the store can't take back a newer total that
+async def test_redis_rebuild_merges_with_newer_writes(tmp_path: Path) -> None:
+    """A rebuild from an older read of the store can't take back a newer entry that
     another instance applied meanwhile."""
-    async with ranking_of("redis") as ranking:
-        await ranking.rebuild([], set())
-        await ranking.apply([UserTotal("a", 20, 9, None)])
-        before = (await ranking.top(1)).version
-        await ranking.rebuild([UserTotal("a", 10, 4, None), UserTotal("b", 5, 5, None)], set())
-        top = await ranking.top(10)
+    async with harness("redis", tmp_path) as h:
+        await define(h, "inc")
+        await h.ranking.apply([Entry("inc", "a", 20, 9)])
+        before = (await h.ranking.top("inc", 1)).version
+        await h.ranking.rebuild(BOARDS["inc"], [Entry("inc", "a", 10, 4),
+                                                Entry("inc", "b", 5, 5)], set())
+        top = await h.ranking.top("inc", 10)
         assert [(e.user_id, e.score) for e in top.entries] == [("a", 20), ("b", 5)]
         assert top.version > before

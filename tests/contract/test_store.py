@@ -1,4 +1,5 @@
-"""The Store contract, one suite for every backend (parametrised by ``store``).
+"""The Store contract, one suite for every backend (parametrised by ``store``), every case
+over several boards, both sorts and all three operators.
 
 Backend-specific details (SQLite pragmas, migration files) live in
 ``tests/unit/test_sqlite_store.py``; here is only what every Store must do.
@@ -13,13 +14,32 @@ from pathlib import Path
 import pytest
 
 from scoreboard.errors import StoreUnavailable
-from scoreboard.model import MAX_TOTAL, Flag, SecurityEvent, StoredResponse, Ticket
-from scoreboard.store.base import Store
+from scoreboard.jobs import ScoreUpdate
+from scoreboard.model import (
+    DEFAULT_SPEC,
+    MAX_TOTAL,
+    Board,
+    BoardSpec,
+    Entry,
+    Flag,
+    SecurityEvent,
+    StoredResponse,
+    Ticket,
+)
+from scoreboard.plan import Plan, Staged
+from scoreboard.store.base import BatchRead, Store
 from scoreboard.store.postgres import PostgresStore
 from scoreboard.store.sqlite import SQLiteStore
 from tests.support import postgres_schema
 
 BACKENDS = ["sqlite", "postgresql"]
+SPECS = [
+    BoardSpec("points", "Points"),  # desc, increment
+    BoardSpec("golf", "Golf", "asc", "increment"),
+    BoardSpec("speedrun", "Speedrun", "asc", "best"),
+    BoardSpec("high", "High", "desc", "best"),
+    BoardSpec("last", "Last", "desc", "set"),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -41,60 +61,136 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             await backend.close()
 
 
-async def test_add_accumulates_with_growing_seq(store: Store) -> None:
+async def boards(store: Store) -> dict[str, Board]:
     async with store.transaction() as tx:
-        a1 = await tx.add("a", 5, "Ann", "increment", 1)
-        b1 = await tx.add("b", 7, None, "increment", 2)
-        a2 = await tx.add("a", 3, None, "increment", 3)
-    assert a1 and b1 and a2
-    assert (a2.total, a2.name) == (8, "Ann")  # no name keeps the stored one
-    assert a1.seq < b1.seq < a2.seq
-    totals = {t.user_id: (t.total, t.seq) for t in await store.totals()}
-    assert totals == {"a": (8, a2.seq), "b": (7, b1.seq)}
+        for spec in SPECS:
+            await tx.create_board(spec, 1000, 100)
+    return {b.id: b for b in await store.boards()}
+
+
+async def write(store: Store, *updates: tuple[str, str, int], now_ms: int = 5000,
+                key: str | None = None) -> list[Staged | object]:
+    """Updates (board, user, amount) as the writer writes them: one batch."""
+    jobs = [ScoreUpdate(user, user, board, amount, None, key, "f", "increment")
+            for board, user, amount in updates]
+    async with store.transaction() as tx:
+        state = await tx.read(BatchRead(
+            now_ms=now_ms, keys=sorted({(u.sub, u.key) for u in jobs if u.key}),
+            users=sorted({u.user_id for u in jobs}),
+            slots=sorted({(u.board, u.user_id) for u in jobs}), ids=len(jobs)))
+        plan = Plan(state, now_ms)
+        results = [plan.update(u) for u in jobs]
+        plan.write.entries = plan.entries()
+        await tx.write(plan.write)
+        remembered = [((u.sub, u.key), StoredResponse("f", 200, b"ok")) for u, r in
+                      zip(jobs, results, strict=True) if u.key and isinstance(r, Staged)]
+        await tx.remember(remembered)
+    return results
+
+
+def scores(entries: list[Entry]) -> dict[str, int]:
+    return {e.user_id: e.score for e in entries}
+
+
+async def test_the_default_board_and_new_boards(store: Store) -> None:
+    (default,) = await store.boards()
+    assert default.spec == DEFAULT_SPEC and default.season == 1
+    made = await boards(store)
+    assert sorted(made) == sorted([s.id for s in SPECS] + ["default"])
+    assert made["speedrun"].spec == SPECS[2] and made["speedrun"].season_started_ms == 1000
+    async with store.transaction() as tx:
+        assert await tx.create_board(SPECS[0], 2000, 100) == "exists"
+        await tx.retitle_board("points", "All the points")
+        await tx.delete_board("golf", 3000)
+    after = {b.id: b for b in await store.boards()}
+    assert "golf" not in after and after["points"].spec.title == "All the points"
+    async with store.transaction() as tx:
+        assert await tx.create_board(SPECS[1], 4000, 100) == "deleted"  # never again
+        assert await tx.create_board(BoardSpec("more", "More"), 4000, len(after)) == "full"
+
+
+async def test_each_operator_on_each_sort(store: Store) -> None:
+    b = await boards(store)
+    await write(store, ("points", "a", 5), ("points", "b", 7), ("points", "a", 3))
+    await write(store, ("golf", "a", 4), ("golf", "a", 2))
+    await write(store, ("speedrun", "a", 90), ("speedrun", "a", 95), ("speedrun", "a", 80))
+    await write(store, ("high", "a", 90), ("high", "a", 95), ("high", "a", 80))
+    await write(store, ("last", "a", 90), ("last", "a", 10))
+    assert scores(await store.entries(b["points"])) == {"a": 8, "b": 7}
+    assert scores(await store.entries(b["golf"])) == {"a": 6}
+    assert scores(await store.entries(b["speedrun"])) == {"a": 80}  # lower is better
+    assert scores(await store.entries(b["high"])) == {"a": 95}
+    assert scores(await store.entries(b["last"])) == {"a": 10}
+    record = await store.user_record("a", 50)
+    assert len(record.ledger) == 12  # every submission is kept, better or not
+    assert {e.board for e in record.entries} == {"points", "golf", "speedrun", "high", "last"}
+
+
+async def test_ties_keep_the_first_achiever(store: Store) -> None:
+    b = await boards(store)
+    await write(store, ("high", "a", 50))
+    await write(store, ("high", "b", 50))
+    await write(store, ("high", "a", 50))  # equal: not better, a keeps its place
+    top = await store.top(b["high"], 10)
+    assert [(r.user_id, r.rank) for r in top] == [("a", 1), ("b", 2)]
+    await write(store, ("last", "a", 7), ("last", "b", 7), ("last", "a", 7))
+    assert [r.user_id for r in await store.top(b["last"], 10)] == ["a", "b"]
 
 
 async def test_the_cap_refuses_and_writes_nothing(store: Store) -> None:
-    async with store.transaction() as tx:
-        assert (await tx.add("a", MAX_TOTAL - 1, None, "s", 0)).total == MAX_TOTAL - 1  # type: ignore[union-attr]
-        assert await tx.add("a", 2, None, "s", 0) is None
-        assert (await tx.add("a", 1, None, "s", 0)).total == MAX_TOTAL  # type: ignore[union-attr]
-    record = await store.user_record("a", 10)
-    assert [e.delta for e in record.ledger] == [1, MAX_TOTAL - 1]
+    b = await boards(store)
+    first = await write(store, ("points", "a", MAX_TOTAL - 1))
+    assert isinstance(first[0], Staged)
+    refused, *_ = await write(store, ("points", "a", 2), key="k")
+    assert not isinstance(refused, Staged)
+    assert await store.find_response("a", "k") is None  # released: a retry may pass
+    await write(store, ("points", "a", 1))
+    assert scores(await store.entries(b["points"])) == {"a": MAX_TOTAL}
+    assert [e.amount for e in (await store.user_record("a", 10)).ledger] == [1, MAX_TOTAL - 1]
+
+
+async def test_reads_in_rank_order_from_the_store(store: Store) -> None:
+    b = await boards(store)
+    await write(store, *[("golf", f"u{i}", 10 + i % 4) for i in range(10)])
+    top = await store.top(b["golf"], 4)
+    assert [(r.rank, r.score) for r in top] == [(1, 10), (2, 10), (3, 10), (4, 11)]
+    rest = await store.top(b["golf"], 100, after=Entry("golf", top[-1].user_id, top[-1].score,
+                                                       top[-1].seq))
+    assert [r.user_id for r in top + rest] == [r.user_id for r in await store.top(b["golf"], 100)]
+    assert await store.count(b["golf"]) == 10
+    assert await store.ahead(b["golf"], top[-1].score, top[-1].seq) == 3
+    ranked = await store.ranked(b["golf"], top[2].user_id)
+    assert ranked is not None and ranked.rank == 3
+    window = await store.top(b["golf"], 3, offset=5)
+    assert [r.rank for r in window] == [6, 7, 8]
 
 
 async def test_a_failed_transaction_keeps_nothing(store: Store) -> None:
+    b = await boards(store)
     with pytest.raises(RuntimeError):
         async with store.transaction() as tx:
-            await tx.add("a", 5, None, "s", 0)
-            assert await tx.claim("a", "k", 0) is None
-            await tx.remember("a", "k", StoredResponse("f", 200, b"{}"))
+            state = await tx.read(BatchRead(now_ms=1, keys=[("a", "k")], users=["a"],
+                                            slots=[("points", "a")], ids=1))
+            plan = Plan(state, 1)
+            plan.update(ScoreUpdate("a", "a", "points", 5, None, "k", "f", "s"))
+            plan.write.entries = plan.entries()
+            await tx.write(plan.write)
             raise RuntimeError("boom")
-    assert await store.totals() == []
+    assert await store.entries(b["points"]) == []
     assert await store.find_response("a", "k") is None
 
 
-async def test_responses_are_remembered_per_user_and_purged(store: Store) -> None:
+async def test_keys_are_claimed_remembered_and_purged(store: Store) -> None:
+    await boards(store)
+    await write(store, ("points", "a", 1), key="k", now_ms=1000)
+    assert await store.find_response("a", "k") == StoredResponse("f", 200, b"ok")
     async with store.transaction() as tx:
-        assert await tx.claim("a", "k", 1000) is None
-        await tx.remember("a", "k", StoredResponse("f1", 200, b"first"))
-        assert await tx.claim("b", "k", 5000) is None
-        await tx.remember("b", "k", StoredResponse("f2", 200, b"second"))
-    async with store.transaction() as tx:
-        assert await tx.claim("a", "k", 6000) == StoredResponse("f1", 200, b"first")
-    assert await store.find_response("b", "k") == StoredResponse("f2", 200, b"second")
+        state = await tx.read(BatchRead(now_ms=9000, keys=[("a", "k"), ("b", "k")]))
+    assert state.responses == {("a", "k"): StoredResponse("f", 200, b"ok"), ("b", "k"): None}
+    assert await store.find_response("b", "k") is None  # that claim was not kept
     async with store.transaction() as tx:
         assert await tx.forget_responses(2000, 10) == 1
     assert await store.find_response("a", "k") is None
-    assert await store.find_response("b", "k") is not None
-
-
-async def test_a_released_key_is_free_again(store: Store) -> None:
-    async with store.transaction() as tx:
-        assert await tx.claim("a", "k", 0) is None
-        await tx.release("a", "k")
-    assert await store.find_response("a", "k") is None
-    async with store.transaction() as tx:
-        assert await tx.claim("a", "k", 1) is None
 
 
 async def test_a_claim_waits_for_the_transaction_that_holds_the_key() -> None:
@@ -102,50 +198,86 @@ async def test_a_claim_waits_for_the_transaction_that_holds_the_key() -> None:
     its transactions never overlap): the second waits for the first and then finds its
     answer, instead of failing at commit."""
     async with postgres_schema() as url:
-        store, second = PostgresStore(url), PostgresStore(url)
-        await store.open()
+        first, second = PostgresStore(url), PostgresStore(url)
+        await first.open()
         await second.open()
         try:
-            await _claim_race(store, second)
+            claimed, finish = asyncio.Event(), asyncio.Event()
+
+            async def holder() -> None:
+                async with first.transaction() as tx:
+                    state = await tx.read(BatchRead(now_ms=0, keys=[("a", "k")]))
+                    assert state.responses == {("a", "k"): None}
+                    claimed.set()
+                    await finish.wait()
+                    await tx.remember([(("a", "k"), StoredResponse("f", 200, b"held"))])
+
+            async def waiter() -> object:
+                await claimed.wait()
+                async with second.transaction() as tx:
+                    state = await tx.read(BatchRead(now_ms=1, keys=[("a", "k")]))
+                return state.responses[("a", "k")]
+
+            held = asyncio.create_task(holder())
+            waiting = asyncio.create_task(waiter())
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # blocked on the held key
+            finish.set()
+            await held
+            assert await waiting == StoredResponse("f", 200, b"held")
         finally:
-            await store.close()
+            await first.close()
             await second.close()
 
 
-async def _claim_race(store: Store, second: Store) -> None:
-    holder_claimed, finish = asyncio.Event(), asyncio.Event()
+async def test_a_user_lock_orders_a_ban_and_a_write() -> None:
+    """A ban holding the user's lock makes another instance's batch for that user wait,
+    then see the ban (PostgreSQL: two connections; SQLite has one writer)."""
+    async with postgres_schema() as url:
+        first, second = PostgresStore(url), PostgresStore(url)
+        await first.open()
+        await second.open()
+        try:
+            banning, finish = asyncio.Event(), asyncio.Event()
 
-    async def holder() -> None:
-        async with store.transaction() as tx:
-            assert await tx.claim("a", "k", 0) is None
-            holder_claimed.set()
-            await finish.wait()
-            await tx.remember("a", "k", StoredResponse("f", 200, b"held"))
+            async def ban() -> None:
+                async with first.transaction() as tx:
+                    await tx.read(BatchRead(now_ms=0, users=["a"]))
+                    await tx.ban("a", "root", 0)
+                    banning.set()
+                    await finish.wait()
 
-    async def waiter() -> StoredResponse | None:
-        await holder_claimed.wait()
-        async with second.transaction() as tx:
-            return await tx.claim("a", "k", 1)
+            async def batch() -> set[str]:
+                await banning.wait()
+                async with second.transaction() as tx:
+                    return (await tx.read(BatchRead(now_ms=1, users=["a", "b"]))).banned
 
-    held = asyncio.create_task(holder())
-    waiting = asyncio.create_task(waiter())
-    await asyncio.sleep(0.3)
-    assert not waiting.done()  # blocked on the held key
-    finish.set()
-    await held
-    assert await waiting == StoredResponse("f", 200, b"held")
+            banned = asyncio.create_task(ban())
+            reading = asyncio.create_task(batch())
+            await asyncio.sleep(0.3)
+            assert not reading.done()
+            finish.set()
+            await banned
+            assert await reading == {"a"}
+        finally:
+            await first.close()
+            await second.close()
 
 
-async def test_tickets_redeem_once(store: Store) -> None:
-    ticket = Ticket("t" * 32, "a", "demo", 10, 100, 10_000)
+async def test_tickets_are_read_and_redeemed_by_the_batch(store: Store) -> None:
+    await boards(store)
+    ticket = Ticket("t" * 32, "a", "demo", 10, 100, 10_000, board="points")
     async with store.transaction() as tx:
         await tx.issue_ticket(ticket, 0)
     async with store.transaction() as tx:
-        assert await tx.find_ticket(ticket.id) == ticket
-        assert await tx.redeem_ticket(ticket.id, 500)
-        assert not await tx.redeem_ticket(ticket.id, 600)
-        assert (await tx.find_ticket(ticket.id)).redeemed_ms == 500  # type: ignore[union-attr]
-        assert await tx.find_ticket("u" * 32) is None
+        state = await tx.read(BatchRead(now_ms=500, tickets=[ticket.id, "u" * 32]))
+        assert state.tickets == {ticket.id: ticket}
+        plan = Plan(state, 500)
+        plan.write.redeemed.append((ticket.id, 500))
+        await tx.write(plan.write)
+    async with store.transaction() as tx:
+        state = await tx.read(BatchRead(now_ms=600, tickets=[ticket.id]))
+    assert state.tickets[ticket.id].redeemed_ms == 500
 
 
 async def test_expired_tickets_are_purged(store: Store) -> None:
@@ -153,62 +285,49 @@ async def test_expired_tickets_are_purged(store: Store) -> None:
         await tx.issue_ticket(Ticket("o" * 32, "a", "demo", 10, 0, 1000), 0)
         await tx.issue_ticket(Ticket("f" * 32, "a", "demo", 10, 0, 10**13), 0)
         assert await tx.forget_tickets(2000, 100) == 1
-        assert await tx.find_ticket("o" * 32) is None
-        assert await tx.find_ticket("f" * 32) is not None
+        state = await tx.read(BatchRead(now_ms=3000, tickets=["o" * 32, "f" * 32]))
+    assert set(state.tickets) == {"f" * 32}
 
 
-async def test_bans_hide_totals_and_unban_returns_them(store: Store) -> None:
+async def test_bans_hide_entries_and_unban_returns_them(store: Store) -> None:
+    b = await boards(store)
+    await write(store, ("points", "a", 5), ("points", "b", 6), ("high", "a", 9))
     async with store.transaction() as tx:
-        await tx.add("a", 5, None, "s", 0)
-        await tx.add("b", 6, None, "s", 0)
         assert await tx.ban("a", "root", 1)
         assert not await tx.ban("a", "root", 2)
+        assert (await tx.read(BatchRead(now_ms=3, users=["a", "b"]))).banned == {"a"}
     assert await store.banned() == {"a"}
-    assert [t.user_id for t in await store.totals()] == ["b"]
+    assert scores(await store.entries(b["points"])) == {"b": 6}
+    assert await store.ranked(b["points"], "a") is None
+    assert await store.count(b["points"]) == 1
     assert (await store.user_record("a", 10)).banned
     async with store.transaction() as tx:
         back = await tx.unban("a")
-    assert back is not None and back.total == 5
+    assert {(e.board, e.score) for e in back} == {("points", 5), ("high", 9)}
     assert await store.banned() == set()
 
 
-async def test_revert_undoes_once_with_one_entry(store: Store) -> None:
+async def test_revert_by_operator(store: Store) -> None:
+    b = await boards(store)
+    await write(store, ("points", "a", 5), now_ms=1000)
+    await write(store, ("points", "a", 7), ("high", "a", 30), ("last", "a", 30), now_ms=2000)
+    await write(store, ("high", "a", 90), ("last", "a", 20), now_ms=3000)
+    await write(store, ("speedrun", "a", 50), now_ms=3000)
+    live = list(b.values())
     async with store.transaction() as tx:
-        await tx.add("a", 5, None, "s", 1000)
-        await tx.add("a", 7, None, "s", 2000)
-        await tx.add("a", 11, None, "s", 3000)
+        changed, gone, undone = await tx.revert("a", live, 3000, "revert:root", 4000)
+    assert undone == 3
+    assert {(e.board, e.score) for e in changed} == {("high", 30), ("last", 30)}
+    assert gone == [("speedrun", "a")]  # no submission left
+    assert scores(await store.entries(b["high"])) == {"a": 30}
+    assert await store.entries(b["speedrun"]) == []
+    async with store.transaction() as tx:  # one board only; reverts are never undone
+        changed, gone, undone = await tx.revert("a", [b["points"]], 0, "revert:root", 5000)
+    assert undone == 2 and [(e.board, e.score) for e in changed] == [("points", 0)]
     async with store.transaction() as tx:
-        total, undone = await tx.revert("a", 2000, "revert:root", 4000)
-    assert total is not None and (total.total, undone) == (5, 2)
-    async with store.transaction() as tx:
-        again, undone = await tx.revert("a", 0, "revert:root", 5000)
-    assert again is not None and (again.total, undone) == (0, 1)  # only what is left
-    ledger = (await store.user_record("a", 10)).ledger
-    assert [(e.delta, e.source) for e in ledger[:2]] == [(-5, "revert:root"), (-18, "revert:root")]
-    assert (await store.user_record("nobody", 10)).total is None
-
-
-async def test_the_board_read_from_the_store(store: Store) -> None:
-    """While Redis is away the board, ranks and answers' ranks come from the store:
-    highest first, equal totals by who reached them first, banned users off."""
-    async with store.transaction() as tx:
-        await tx.add("a", 5, "Ann", "s", 0)
-        await tx.add("b", 7, None, "s", 0)
-        await tx.add("c", 5, None, "s", 0)  # ties with a, reached it later
-        await tx.add("d", 9, None, "s", 0)
-        await tx.ban("d", "root", 0)
-    assert [(e.rank, e.user_id, e.name, e.score) for e in await store.top(10)] == [
-        (1, "b", "b", 7), (2, "a", "Ann", 5), (3, "c", "c", 5)]
-    assert [e.user_id for e in await store.top(1)] == ["b"]
-    c = await store.ranked("c")
-    assert c is not None and (c.rank, c.score) == (3, 5)
-    assert await store.ranked("d") is None  # banned
-    assert await store.ranked("nobody") is None
-    async with store.transaction() as tx:
-        total = await tx.add("c", 3, None, "s", 0)  # 8: now first, seen inside the transaction
-        assert total is not None and await tx.rank_of(total) == 1
-        a = await tx.add("a", 3, None, "s", 0)  # 8 too, reached after c
-        assert a is not None and await tx.rank_of(a) == 2
+        assert (await tx.revert("a", live, 0, "revert:root", 6000))[2] == 2  # high, last
+    record = await store.user_record("a", 50)
+    assert sum(1 for e in record.ledger if e.kind == "revert") == 6
 
 
 async def test_events_and_flags(store: Store) -> None:
@@ -228,32 +347,20 @@ async def test_events_and_flags(store: Store) -> None:
 
 
 async def test_points_since_counts_what_velocity_counts(store: Store) -> None:
+    b = await boards(store)
+    await write(store, ("points", "a", 5), now_ms=1000)
+    await write(store, ("golf", "a", 7), ("high", "a", 900), now_ms=2000)  # a score: no points
+    await write(store, ("points", "b", 9), now_ms=500)  # before the window
+    await write(store, ("points", "c", 4), now_ms=3000)
     async with store.transaction() as tx:
-        await tx.add("a", 5, None, "increment", 1000)
-        await tx.add("a", 7, None, "action:demo:x", 2000)
-        await tx.add("b", 9, None, "increment", 500)  # before the window
-        await tx.add("c", 4, None, "increment", 3000)
-        await tx.revert("c", 0, "revert:root", 3500)  # not points
+        await tx.revert("c", [b["points"]], 0, "revert:root", 3500)  # not points
     assert await store.points_since(["a", "b", "c", "d"], 1000) == {"a": 12, "c": 4}
 
 
-async def test_bans_are_read_inside_the_transaction(store: Store) -> None:
-    async with store.transaction() as tx:
-        assert await tx.banned_among(["a", "b"]) == set()
-        await tx.ban("a", "root", 0)
-        assert await tx.banned_among(["a", "b"]) == {"a"}  # this transaction's own
-    async with store.transaction() as tx:
-        assert await tx.banned_among(["b", "a", "c"]) == {"a"}
-
-
-async def test_an_unredeemed_ticket_redeems_again(store: Store) -> None:
-    ticket = Ticket("r" * 32, "a", "demo", 10, 0, 10_000)
-    async with store.transaction() as tx:
-        await tx.issue_ticket(ticket, 0)
-        assert await tx.redeem_ticket(ticket.id, 5)
-        await tx.unredeem_ticket(ticket.id)
-    async with store.transaction() as tx:
-        assert await tx.redeem_ticket(ticket.id, 6)
+async def test_secrets_are_made_once_and_shared(store: Store) -> None:
+    first = await store.secret("cursor")
+    assert len(first) == 32 and await store.secret("cursor") == first
+    assert await store.secret("other") != first
 
 
 async def test_a_closed_store_is_unavailable(store: Store) -> None:

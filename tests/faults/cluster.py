@@ -142,8 +142,9 @@ def _snapshot(totals: list[tuple[str, int]], ledger: list[tuple[str, int]],
     return snap
 
 
-_TOTALS = "SELECT user_id, total FROM totals"
-_LEDGER = "SELECT user_id, delta FROM ledger ORDER BY id"
+# The load writes the default board (an increment board): every ledger row is a change.
+_TOTALS = "SELECT user_id, score FROM entries WHERE board = 'default'"
+_LEDGER = "SELECT user_id, amount FROM ledger WHERE board = 'default' ORDER BY id"
 _RESPONSES = "SELECT user_id, key, body FROM idempotency WHERE status = 200"
 
 

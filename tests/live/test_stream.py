@@ -149,16 +149,16 @@ async def test_a_stalled_reader_neither_delays_others_nor_is_kept(make_server) -
             # Hundreds of changes with 64 KiB snapshots: far more than the socket buffers
             # hold, through the real SSE writer, uvicorn's flow control and a real socket.
             padding = "x" * 65536
-            base = hub.current.version
+            base = hub.current("default").version
             started = time.monotonic()
             for v in range(1, 301):
-                hub.offer(Snapshot(base + v, json.dumps([{"pad": padding, "v": v}]).encode()))
+                hub.offer(Snapshot("default", base + v, json.dumps([{"pad": padding, "v": v}]).encode()))
                 await asyncio.sleep(0.002)
             final = await sse.until(lambda e: e.data[0]["v"] == 300, timeout=5)
             assert time.monotonic() - started < 3.0
             assert final.id == base + 300
             await asyncio.sleep(0.6)
-            hub.offer(Snapshot(base + 301, b'[{"v": 301}]'))  # after the stall deadline
+            hub.offer(Snapshot("default", base + 301, b'[{"v": 301}]'))  # after the stall deadline
             await sse.until(lambda e: e.data[0]["v"] == 301, timeout=1)
         await asyncio.sleep(0.1)
         metrics = (await s.client.get("/metrics")).text
@@ -258,9 +258,9 @@ async def test_heartbeats_keep_their_pace_on_a_busy_board(make_server) -> None: 
         hub = s.app.state.hub
         await sse.next()
         started = time.monotonic()
-        base = hub.current.version
+        base = hub.current("default").version
         for v in range(1, 101):  # a change every 20 ms for 2 s
-            hub.offer(Snapshot(base + v, b'[{"v": %d}]' % v))
+            hub.offer(Snapshot("default", base + v, b'[{"v": %d}]' % v))
             await asyncio.sleep(0.02)
         await sse.until(lambda e: e.data[0]["v"] == 100, timeout=2)
         ended = time.monotonic()

@@ -25,15 +25,16 @@ class Cluster:
     redis: RedisProcess
     schema: str
 
-    def totals(self) -> dict[str, int]:
-        """The truth: the totals in PostgreSQL."""
-        return dict(self._rows("SELECT user_id, total FROM totals"))
+    def totals(self, board: str = "default") -> dict[str, int]:
+        """The truth: a board's entries in PostgreSQL."""
+        return dict(self._rows(
+            f"SELECT user_id, score FROM entries WHERE board = '{board}'"))
 
-    def board(self) -> list[tuple[str, int]]:
-        """The top 100 as the database orders it."""
+    def board(self, board: str = "default") -> list[tuple[str, int]]:
+        """A board's top 100 as the database orders it (a desc board)."""
         return self._rows(
-            "SELECT user_id, total FROM totals WHERE user_id NOT IN (SELECT user_id FROM bans) "
-            "ORDER BY total DESC, seq LIMIT 100")
+            "SELECT user_id, score FROM entries WHERE user_id NOT IN (SELECT user_id FROM bans) "
+            f"AND board = '{board}' ORDER BY score DESC, seq LIMIT 100")
 
     def _rows(self, query: str) -> list[Any]:
         with psycopg.connect(POSTGRES, options=f"-csearch_path={self.schema}") as conn:

@@ -40,7 +40,7 @@ async def subscribe(hub: Hub, count: int) -> tuple[list[Subscriber], list[Socket
 
     for _ in range(count):
         socket = Socket()
-        subscriber = hub.join("127.0.0.1", send, message, PING, socket)
+        subscriber = hub.join("b", "127.0.0.1", send, message, PING, socket)
         subscriber.task = asyncio.create_task(subscriber.run())
         subscribers.append(subscriber)
         sockets.append(socket)
@@ -57,11 +57,11 @@ async def test_a_sweep_writes_what_arrived_while_it_ran() -> None:
     hub = Hub(push_interval=0.05, max_subscribers=10_000, max_per_address=10_000,
               stall_timeout=5.0)
     subscribers, sockets = await subscribe(hub, 3 * SWEEP_SLICE)
-    hub.offer(Snapshot(1, b"[1]"))  # a quiet spell: the sweep starts now, one slice
+    hub.offer(Snapshot("b", 1, b"[1]"))  # a quiet spell: the sweep starts now, one slice
     first_slice = [s for s in sockets if versions(s) == [1]]
     rest = [s for s in sockets if versions(s) == []]
     assert (len(first_slice), len(rest)) == (SWEEP_SLICE, 2 * SWEEP_SLICE)
-    hub.offer(Snapshot(2, b"[2]"))  # before the sweep's next slice
+    hub.offer(Snapshot("b", 2, b"[2]"))  # before the sweep's next slice
     await asyncio.sleep(0.01)  # the rest of the sweep; the next is not due yet
     assert all(versions(s) == [1] for s in first_slice)
     assert all(versions(s) == [2] for s in rest)  # never 1: it skipped to the newest
@@ -80,7 +80,7 @@ async def test_pings_ride_along_with_pushes_and_go_alone_when_quiet() -> None:
     [first, second] = subscribers
     first.beat(), second.beat()  # a ping is owed: nothing written yet
     assert sockets[0].chunks == sockets[1].chunks == []
-    hub.offer(Snapshot(1, b"[1]"))
+    hub.offer(Snapshot("b", 1, b"[1]"))
     event = chunk(b"event: scores\nid: 1\ndata: [1]\n\n")
     assert sockets[0].chunks == [SSE_PING_CHUNK + event]  # one write: the ping and the event
     first.beat(), second.beat()  # owed again; the board stays quiet
@@ -102,14 +102,14 @@ async def test_a_push_that_waits_for_the_socket_is_written_once() -> None:
         if len(sent) == 2:  # the first push finds the socket full
             await socket_full
 
-    subscriber = hub.join("127.0.0.1", send, message, None)  # no direct writes: all sends
+    subscriber = hub.join("b", "127.0.0.1", send, message, None)  # no direct writes: all sends
     subscriber.task = asyncio.create_task(subscriber.run())
     await asyncio.sleep(0)
-    hub.offer(Snapshot(1, b"[1]"))
+    hub.offer(Snapshot("b", 1, b"[1]"))
     assert len(sent) == 2  # the snapshot, then the push, waiting
     socket_full.set_result(None)  # the socket drains: the connection's task finishes it
     await asyncio.sleep(0.01)
-    hub.offer(Snapshot(2, b"[2]"))
+    hub.offer(Snapshot("b", 2, b"[2]"))
     await asyncio.sleep(0.01)
     ids = [m["body"].split(b"\nid: ")[1].split(b"\n")[0] for m in sent]
     assert ids == [b"0", b"1", b"2"]  # ids only grow: nothing written twice

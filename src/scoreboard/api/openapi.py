@@ -15,12 +15,16 @@ from fastapi.openapi.utils import get_openapi
 from scoreboard.api.schemas import (
     ActionRequest,
     ActionTicket,
+    BoardDefinition,
+    BoardScoreResult,
     Problem,
+    RanksRequest,
     RevertRequest,
     ScoreEntry,
     ScoreResult,
     problem_responses,
 )
+from scoreboard.schedule import timezones
 
 _REF = "#/components/schemas/"
 
@@ -146,6 +150,62 @@ HOT_PATHS: dict[str, Any] = {
 }
 
 
+BOARD_ID_PATTERN = "^[a-z0-9_-]{1,64}$"
+_BOARD = {"name": "board", "in": "path", "required": True, "example": "default",
+          "schema": {"type": "string", "pattern": BOARD_ID_PATTERN}}
+_AFTER = {"name": "after", "in": "query", "required": False, "schema": {"type": "string"},
+          "description": "the cursor of the Link rel=\"next\" of the page before"}
+_LINK = {"Link": {"description": '</...?limit=N&after=CURSOR>; rel="next", while entries '
+                  "follow", "schema": {"type": "string"}}}
+
+# A board's write takes the field its operator takes: written out, as ScoreUpdate is.
+BOARD_SCORE_UPDATE: dict[str, Any] = {
+    "title": "BoardScoreUpdate",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["user_id"],
+    "properties": {
+        "user_id": {"type": "string", "pattern": USER_ID_PATTERN},
+        "increment": {"type": "integer", "minimum": 1,
+                      "description": "on an increment board: as POST /score's"},
+        "score": {"type": "integer", "minimum": 0, "maximum": 2**53 - 1,
+                  "description": "on a best or set board: the score submitted"},
+        "action_id": SCORE_UPDATE["properties"]["action_id"],
+    },
+    "oneOf": [{"required": ["increment"]}, {"required": ["score"]},
+              {"required": ["action_id"]}],
+}
+
+
+def _board_paths() -> dict[str, Any]:
+    """``/boards/{board}/...``: the hot routes of any board, described like the default's."""
+    scores = copy.deepcopy(HOT_PATHS["/scores"]["get"])
+    scores.update(summary="A board's standings, best first, a page at a time",
+                  operationId="get_board_scores", tags=["boards"])
+    scores["parameters"] = [_BOARD, *scores["parameters"]]
+    scores["responses"].update(problem_responses(404, 422))
+    score = copy.deepcopy(HOT_PATHS["/score"]["post"])
+    score.update(summary="Write a user's score on a board (by its operator)",
+                 operationId="post_board_score", tags=["boards"])
+    score["description"] = ("As POST /score, with the field the board's operator takes: "
+                            "`increment`, or `score` on a best or set board (the wrong one "
+                            "is 422); or an `action_id` of this board. 404 for an unknown "
+                            "board, after authentication and the rate limit.")
+    score["parameters"] = [_BOARD, *score["parameters"]]
+    score["requestBody"] = {"required": True, "content": {"application/json": {
+        "schema": {"$ref": _REF + "BoardScoreUpdate"}}}}
+    score["responses"]["200"] = _json("BoardScoreResult", "Committed; the user's new score "
+                                      "and rank on the board")
+    stream = copy.deepcopy(HOT_PATHS["/scores/stream"]["get"])
+    stream.update(summary="A board's top 10, live (Server-Sent Events)",
+                  operationId="stream_board", tags=["boards"])
+    stream["parameters"] = [_BOARD]
+    stream["responses"].update(problem_responses(404))
+    return {"/boards/{board}/scores": {"get": scores},
+            "/boards/{board}/score": {"post": score},
+            "/boards/{board}/stream": {"get": stream}}
+
+
 def install_openapi(app: FastAPI, max_increment: int, action_kinds: list[str]) -> None:
     """Make ``app.openapi()`` include the hot routes and this server's limits, computed once."""
 
@@ -155,17 +215,20 @@ def install_openapi(app: FastAPI, max_increment: int, action_kinds: list[str]) -
                                  description=app.description, routes=app.routes)
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in (ScoreEntry, ScoreResult, Problem, ActionRequest, ActionTicket,
-                          RevertRequest):
+                          RevertRequest, BoardScoreResult, BoardDefinition, RanksRequest):
                 schemas[model.__name__] = model.model_json_schema(
                     ref_template=_REF + "{model}", mode="serialization"
                 )
             schemas["ScoreUpdate"] = copy.deepcopy(SCORE_UPDATE)
             schemas["ScoreUpdate"]["properties"]["increment"]["maximum"] = max_increment
+            schemas["BoardScoreUpdate"] = copy.deepcopy(BOARD_SCORE_UPDATE)
+            schemas["BoardScoreUpdate"]["properties"]["increment"]["maximum"] = max_increment
             schemas["ActionRequest"]["properties"]["kind"]["enum"] = action_kinds
+            schemas["BoardDefinition"]["properties"]["timezone"]["enum"] = sorted(timezones())
             schema["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             }
-            schema["paths"] = {**HOT_PATHS, **schema["paths"]}
+            schema["paths"] = {**HOT_PATHS, **_board_paths(), **schema["paths"]}
             _tighten(schema["paths"])
             app.openapi_schema = schema
         return app.openapi_schema
@@ -174,13 +237,24 @@ def install_openapi(app: FastAPI, max_increment: int, action_kinds: list[str]) -
 
 
 def _tighten(paths: dict[str, Any]) -> None:
-    """Say what the framework cannot see: user id patterns, admin security, no 422 here."""
+    """Say what the framework cannot see: id patterns, admin security, errors as problems."""
+    patterns = {"user_id": USER_ID_PATTERN, "board": BOARD_ID_PATTERN}
     for path, item in paths.items():
         for operation in item.values():
             for parameter in operation.get("parameters", []):
-                if parameter["name"] == "user_id" and parameter["in"] == "path":
-                    parameter["schema"] = {"type": "string", "pattern": USER_ID_PATTERN}
+                if parameter["name"] in patterns and parameter["in"] == "path":
+                    parameter["schema"] = {"type": "string",
+                                           "pattern": patterns[parameter["name"]]}
             if path.startswith("/admin"):
                 operation["security"] = [{"bearer": []}]
-        if path == "/users/{user_id}":
-            item["get"]["responses"].pop("422", None)  # a plain string: nothing to validate
+            responses = operation["responses"]
+            if "422" in responses and "HTTPValidationError" in str(responses["422"]):
+                # The framework's validation errors are answered as problems (routes.py).
+                responses["422"] = problem_responses(422)[422]
+        if path in ("/users/{user_id}", "/boards/{board}", "/boards/{board}/users/{user_id}",
+                    "/users/{user_id}/boards"):
+            item["get"]["responses"].pop("422", None)  # plain strings: nothing to validate
+    paths["/scores"]["get"]["parameters"].append(_AFTER)
+    paths["/scores"]["get"]["responses"]["200"]["headers"] = _LINK
+    paths["/boards/{board}/scores"]["get"]["parameters"].append(_AFTER)
+    paths["/boards/{board}/scores"]["get"]["responses"]["200"]["headers"] = _LINK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Annotated
 
 import orjson
@@ -9,13 +10,16 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Scope
 
 from scoreboard.api.problems import PROBLEM_TYPE, error_headers, problem_body
 from scoreboard.api.schemas import Health, Readiness, ScoreEntry, problem_responses
 from scoreboard.errors import ScoreboardError, StoreUnavailable
 from scoreboard.etags import etag_of, none_match
 from scoreboard.metrics import Metrics
-from scoreboard.service import ScoreService
+from scoreboard.model import DEFAULT_BOARD
+from scoreboard.service import Service as ScoreService
 
 
 def get_service(request: Request) -> ScoreService:
@@ -40,7 +44,7 @@ async def get_user(user_id: str, service: Service,
                    if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """A user's score and rank; 404 for a user with no score. Carries an ETag; a
     matching If-None-Match gets 304."""
-    ranked = await service.user(user_id)
+    ranked = await service.reads.entry(DEFAULT_BOARD, user_id)
     body = orjson.dumps(ranked.as_dict())
     etag = etag_of(body)
     headers = {"cache-control": "no-cache", "etag": etag}
@@ -89,10 +93,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else "the request failed"
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
             detail = "no such resource"
+        if exc.status_code == 405:  # every method of the path, not only its first route's
+            headers["Allow"] = ", ".join(_allowed(app, request.scope))
         return Response(problem_body(exc.status_code, detail), exc.status_code,
-                        headers=exc.headers, media_type=PROBLEM_TYPE)
+                        headers=headers, media_type=PROBLEM_TYPE)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -111,3 +118,22 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ScoreboardError, scoreboard_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _allowed(app: FastAPI, scope: Scope) -> list[str]:
+    methods: set[str] = set()
+    for route in _flat(app.router.routes):
+        if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
+def _flat(routes: Sequence[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, those of included routers too (they are included without a prefix:
+    theirs is in their own paths)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _flat(included.routes)
+        else:
+            yield route

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 UserId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@|-]{1,128}$", examples=["alice"])]
+BoardId = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$", examples=["weekly"])]
+Score = Annotated[int, Field(ge=0, le=2**53 - 1)]
 
 
 class ScoreEntry(BaseModel):
@@ -35,9 +37,56 @@ class ScoreResult(BaseModel):
     rank: int = Field(ge=1)
 
 
+class BoardScoreResult(BaseModel):
+    user_id: UserId
+    board: BoardId
+    score: Score
+    rank: int = Field(ge=1)
+
+
+class BoardDefinition(BaseModel):
+    """What ``PUT /admin/boards/{board}`` takes: a board without its id."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    title: str = Field(pattern=r"^[^\x00-\x1f\x7f]{1,128}$", examples=["Speedrun"],
+                       description="1-128 characters, no control characters")
+    sort: Literal["desc", "asc"] = "desc"
+    operator: Literal["increment", "best", "set"] = "increment"
+    reset: Literal["never", "hour", "day", "week", "month"] = "never"
+    timezone: str = Field(default="UTC", min_length=1, max_length=64,
+                          examples=["Europe/Berlin"], description="an IANA time zone")
+
+
+class BoardView(BaseModel):
+    id: BoardId
+    title: str
+    sort: Literal["desc", "asc"]
+    operator: Literal["increment", "best", "set"]
+    reset: Literal["never", "hour", "day", "week", "month"]
+    timezone: str
+    season: int = Field(ge=1)
+    season_started_at: str = Field(description="RFC 3339")
+    next_reset_at: str | None = Field(description="RFC 3339; null for a board that never resets")
+    entries: int = Field(ge=0)
+
+
+class RanksRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    user_ids: list[UserId] = Field(min_length=1, max_length=100)
+
+
+class UserBoardEntry(BaseModel):
+    board: BoardId
+    season: int = Field(ge=1)
+    rank: int = Field(ge=1)
+    score: Score
+
+
 class LedgerRow(BaseModel):
     id: int
-    delta: int
+    board: BoardId
+    delta: int = Field(description="an increment's points; a best or set board's submitted "
+                       "score; a revert's change")
     at: str = Field(description="RFC 3339")
     source: str = Field(examples=["increment", "action:demo:Jx1a2b3c", "revert:root"])
 
@@ -66,6 +115,8 @@ class RevertRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     since: str = Field(description="RFC 3339 with a zone", examples=["2026-11-27T10:00:00Z"],
                        json_schema_extra={"format": "date-time"})
+    board: BoardId | None = Field(default=None,
+                                  description="one board; without it, every board's season")
 
 
 class RevertResult(BaseModel):
@@ -116,14 +167,15 @@ _DESCRIPTIONS = {
     401: "No token, or the token is not valid",
     403: "The token may not change this user's score or redeem this ticket; or a plain "
     "increment where actions are required",
-    404: "Not found",
-    409: "Idempotency-Key in flight, the total would pass 2^53 - 1, or a ticket already "
-    "redeemed or redeemed too early",
+    404: "Not found: no such board, user, season or action ticket",
+    409: "Idempotency-Key in flight, the total would pass 2^53 - 1, a ticket already "
+    "redeemed or redeemed too early, or a board change that is not allowed",
     410: "The action ticket has expired",
     413: "Body over 4 KiB",
     415: "Body is not application/json",
-    422: "A field is missing, extra, of the wrong type or out of range; an unknown action "
-    "kind; an Idempotency-Key reused with another body",
+    422: "A field is missing, extra, of the wrong type or out of range (the wrong score "
+    "field for the board); an unknown action kind; an Idempotency-Key reused with another "
+    "request; a bad limit, cursor or window",
     429: "Over the rate limit (see Retry-After); too many failed authentications from this "
     "address; or too many live connections from this address",
     431: "Request head over 16 KiB",

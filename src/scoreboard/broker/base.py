@@ -1,4 +1,9 @@
-"""The Broker: carries "the top 10 changed" from the instance that wrote to every hub."""
+"""The Broker: carries what changed from the instance that wrote it to every hub.
+
+Two kinds of message, on one channel: a board's new top 10 (``Snapshot``), and a
+``Notice`` that boards changed (created, retitled, deleted) so that every instance
+reloads its list of boards. The broker never sees clients; the hub fans out.
+"""
 
 from __future__ import annotations
 
@@ -9,32 +14,45 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The top 10 at one moment: the JSON array of ``GET /scores`` and its version.
+    """A board's top 10 at one moment: the JSON array of its scores, and its version.
 
-    ``version`` is the ranking's version when the top was read: it only grows (across
-    restarts and instances), so a newer snapshot has a larger one.
+    ``version`` is the board's version in the ranking when the top was read: it only
+    grows (across restarts and instances), so a newer snapshot has a larger one.
     """
 
+    board: str
     version: int
     scores: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something about boards changed on some instance: ``kind`` says what."""
+
+    kind: str  # "boards": the list of boards changed
+    board: str
+
+
+Message = Snapshot | Notice
+
+
 class Broker(Protocol):
-    """Guarantee: every subscriber eventually receives the newest published snapshot.
+    """Guarantee: every subscriber eventually receives each board's newest snapshot, and
+    every notice (unless the broker was away: then ``on_reconnect`` callbacks run).
 
     Intermediate snapshots may be skipped (newest wins); a subscriber never gets one
     older than a snapshot it already has — the hub drops those by version.
     """
 
-    def subscribe(self, receiver: Callable[[Snapshot], None]) -> None:
-        """Call ``receiver`` (on the event loop) with each snapshot that arrives."""
+    def subscribe(self, receiver: Callable[[Message], None]) -> None:
+        """Call ``receiver`` (on the event loop) with each message that arrives."""
 
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Call ``callback`` each time the broker is back after losing its connection:
-        snapshots may have been missed meanwhile."""
+        messages may have been missed meanwhile."""
 
-    async def publish(self, snapshot: Snapshot) -> None:
-        """Hand ``snapshot`` to this process's receivers at once, and to every other
+    async def publish(self, message: Message) -> None:
+        """Hand ``message`` to this process's receivers at once, and to every other
         instance's; never raises for a broker that is away."""
 
     async def start(self) -> None: ...

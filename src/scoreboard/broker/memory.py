@@ -1,25 +1,25 @@
-"""MemoryBroker: hands snapshots to the hubs of this process. Serves a single node only."""
+"""MemoryBroker: hands messages to the receivers of this process. Serves a single node only."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from scoreboard.broker.base import Snapshot
+from scoreboard.broker.base import Message
 
 
 class MemoryBroker:
     def __init__(self) -> None:
-        self._receivers: list[Callable[[Snapshot], None]] = []
+        self._receivers: list[Callable[[Message], None]] = []
 
-    def subscribe(self, receiver: Callable[[Snapshot], None]) -> None:
+    def subscribe(self, receiver: Callable[[Message], None]) -> None:
         self._receivers.append(receiver)
 
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         return None  # in-process: never disconnected
 
-    async def publish(self, snapshot: Snapshot) -> None:
+    async def publish(self, message: Message) -> None:
         for receiver in self._receivers:
-            receiver(snapshot)
+            receiver(message)
 
     async def start(self) -> None:
         return None

@@ -1,11 +1,12 @@
 """RedisBroker: snapshots between instances over Redis pub/sub.
 
-A snapshot goes to this process's receivers at once, then to the channel, from which
+A message goes to this process's receivers at once, then to the channel, from which
 every instance (this one too: its hub drops what it already has) hands it on — while
-it is not degraded. The
-message is the version as 8 bytes, then the top 10's JSON. When the subscription
-breaks, the broker re-subscribes as soon as Redis answers and calls the reconnect
-callbacks, so each instance pushes a fresh snapshot for whatever it missed.
+it is not degraded. On the wire a snapshot is ``S``, the version as 8 bytes, the
+board id's length as a byte, the id, then the top 10's JSON; a notice is ``N``, its
+kind, a NUL, the board id. When the subscription breaks, the broker re-subscribes as
+soon as Redis answers and calls the reconnect callbacks, so each instance pushes fresh
+snapshots for whatever it missed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from scoreboard.broker.base import Snapshot
+from scoreboard.broker.base import Message, Notice, Snapshot
 from scoreboard.errors import describe
 from scoreboard.redislink import FAILURES, RedisLink
 
@@ -29,23 +30,22 @@ class RedisBroker:
     def __init__(self, link: RedisLink) -> None:
         self._link = link
         self._channel = link.key("snapshots")
-        self._receivers: list[Callable[[Snapshot], None]] = []
+        self._receivers: list[Callable[[Message], None]] = []
         self._reconnected: list[Callable[[], Awaitable[None]]] = []
         self._listener: asyncio.Task[None] | None = None
 
-    def subscribe(self, receiver: Callable[[Snapshot], None]) -> None:
+    def subscribe(self, receiver: Callable[[Message], None]) -> None:
         self._receivers.append(receiver)
 
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._reconnected.append(callback)
 
-    async def publish(self, snapshot: Snapshot) -> None:
-        self._deliver(snapshot)
+    async def publish(self, message: Message) -> None:
+        self._deliver(message)
         if not self._link.up:
             return  # degraded: each instance pushes what it reads from the store
         try:
-            await self._link.client.publish(
-                self._channel, snapshot.version.to_bytes(8, "big") + snapshot.scores)
+            await self._link.client.publish(self._channel, encode(message))
         except FAILURES as error:
             self._link.lost(error)
 
@@ -59,9 +59,9 @@ class RedisBroker:
                 await self._listener
         self._receivers.clear()
 
-    def _deliver(self, snapshot: Snapshot) -> None:
+    def _deliver(self, message: Message) -> None:
         for receiver in self._receivers:
-            receiver(snapshot)
+            receiver(message)
 
     async def _listen(self) -> None:
         subscribed_before = False
@@ -77,11 +77,11 @@ class RedisBroker:
                         await callback()
                 subscribed_before = True
                 async for message in pubsub.listen():
-                    data = message["data"]
+                    decoded = decode(message["data"])
                     # While this instance is degraded it shows the store; a snapshot of a
                     # Redis board without its own unmirrored writes would go backwards.
-                    if isinstance(data, bytes) and len(data) >= 8 and self._link.up:
-                        self._deliver(Snapshot(int.from_bytes(data[:8], "big"), data[8:]))
+                    if decoded is not None and (self._link.up or isinstance(decoded, Notice)):
+                        self._deliver(decoded)
             except FAILURES as error:
                 if listening:
                     log.warning("broker_disconnected", detail=describe(error))
@@ -89,3 +89,25 @@ class RedisBroker:
                 with contextlib.suppress(*FAILURES):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(RESUBSCRIBE_SECONDS)
+
+
+def encode(message: Message) -> bytes:
+    if isinstance(message, Snapshot):
+        board = message.board.encode()
+        return (b"S" + message.version.to_bytes(8, "big") + bytes([len(board)]) + board
+                + message.scores)
+    return b"N" + message.kind.encode() + b"\x00" + message.board.encode()
+
+
+def decode(data: object) -> Message | None:
+    """A message off the channel; None for anything else (ignored)."""
+    if not isinstance(data, bytes) or len(data) < 2:
+        return None
+    if data[:1] == b"S" and len(data) >= 10:
+        size = data[9]
+        return Snapshot(data[10:10 + size].decode(), int.from_bytes(data[1:9], "big"),
+                        data[10 + size:])
+    if data[:1] == b"N" and b"\x00" in data:
+        kind, _, board = data[1:].partition(b"\x00")
+        return Notice(kind.decode(), board.decode())
+    return None

@@ -1,7 +1,9 @@
-"""MemoryRanking: an order-statistics list in this process. Serves a single node only.
+"""MemoryRanking: an order-statistics list per board, in this process. Serves a single
+node only.
 
-Each user has one key ``(-total, seq, user_id)`` in a ``SortedList``; its index is the
-rank minus one, found by bisection in O(log n).
+Each entry has one key (``base.key_of``) in its board's ``SortedList``; its index is the
+rank minus one, found by bisection in O(log n). Names and bans are the user's, on every
+board.
 """
 
 from __future__ import annotations
@@ -10,78 +12,173 @@ from collections.abc import Iterable, Sequence
 
 from sortedcontainers import SortedList
 
-from scoreboard.model import RankedUser, UserTotal
-from scoreboard.ranking.base import TOP_WATCHED, Top, next_version
-from scoreboard.ranking.preview import BatchPreview, Key, key_of
+from scoreboard.model import Board, Entry, RankedUser, Sort
+from scoreboard.ranking.base import TOP_WATCHED, Key, Top, key_of, next_version, score_of
+from scoreboard.ranking.preview import BatchPreview
 from scoreboard.store.base import Transaction
+
+
+class _Order:
+    """One board: its keys in rank order, each user's key, its version."""
+
+    __slots__ = ("keys", "order", "sort", "version")
+
+    def __init__(self, sort: Sort, version: int) -> None:
+        self.sort = sort
+        self.order: SortedList = SortedList()
+        self.keys: dict[str, Key] = {}
+        self.version = version
+
+    def put(self, entry: Entry) -> bool:
+        """Apply an entry if newer than the one held; whether the watched top changed."""
+        new = key_of(self.sort, entry.score, entry.seq, entry.user_id)
+        old = self.keys.get(entry.user_id)
+        if old is not None and old[1] >= new[1]:
+            return False  # not newer than what we hold
+        changed = False
+        if old is not None:
+            changed = self.order.bisect_left(old) < TOP_WATCHED
+            self.order.remove(old)
+        self.order.add(new)
+        self.keys[entry.user_id] = new
+        return changed or self.order.bisect_left(new) < TOP_WATCHED
+
+    def take(self, user_id: str) -> bool:
+        key = self.keys.pop(user_id, None)
+        if key is None:
+            return False
+        changed: bool = self.order.bisect_left(key) < TOP_WATCHED
+        self.order.remove(key)
+        return changed
 
 
 class MemoryRanking:
     def __init__(self) -> None:
-        self._order: SortedList = SortedList()
-        self._keys: dict[str, Key] = {}
+        self._boards: dict[str, _Order] = {}
         self._names: dict[str, str] = {}
         self._banned: set[str] = set()
-        self._version = 0
 
-    async def rebuild(self, totals: Iterable[UserTotal], banned: set[str]) -> None:
-        self._banned = set(banned)
-        totals = [t for t in totals if t.user_id not in banned]
-        self._keys = {t.user_id: key_of(t) for t in totals}
-        self._names = {t.user_id: t.name for t in totals if t.name}
-        self._order = SortedList(self._keys.values())
-        self._version = next_version(self._version)
+    async def rebuild(self, board: Board, entries: Iterable[Entry],
+                      banned: set[str] | None) -> None:
+        if banned is not None:
+            self._banned = set(banned)
+        banned = self._banned
+        previous = self._boards.get(board.id)
+        order = _Order(board.spec.sort, next_version(previous.version if previous else 0))
+        for entry in entries:
+            if entry.user_id not in banned:
+                order.keys[entry.user_id] = key_of(order.sort, entry.score, entry.seq,
+                                                   entry.user_id)
+                if entry.name:
+                    self._names[entry.user_id] = entry.name
+        order.order = SortedList(order.keys.values())
+        self._boards[board.id] = order
 
-    async def apply(self, totals: Sequence[UserTotal]) -> bool:
-        top_changed = False
-        for t in totals:
-            if t.user_id in self._banned:
+    async def drop(self, board_id: str) -> None:
+        self._boards.pop(board_id, None)
+
+    async def apply(self, entries: Sequence[Entry]) -> set[str]:
+        changed: set[str] = set()
+        for entry in entries:
+            if entry.name:
+                self._names[entry.user_id] = entry.name
+            order = self._boards.get(entry.board)
+            if order is None or entry.user_id in self._banned:
                 continue
-            new = key_of(t)
-            old = self._keys.get(t.user_id)
-            if old is not None and old[1] >= new[1]:
-                continue  # not newer than what we hold
-            if old is not None:
-                top_changed |= self._order.bisect_left(old) < TOP_WATCHED
-                self._order.remove(old)
-            self._order.add(new)
-            self._keys[t.user_id] = new
-            top_changed |= self._order.bisect_left(new) < TOP_WATCHED
-            if t.name:
-                self._names[t.user_id] = t.name
-        if top_changed:
-            self._version = next_version(self._version)
-        return top_changed
+            if order.put(entry):
+                changed.add(entry.board)
+        return self._bumped(changed)
 
-    async def ban(self, user_id: str) -> bool:
+    async def remove(self, board_id: str, user_id: str) -> bool:
+        order = self._boards.get(board_id)
+        changed = order is not None and order.take(user_id)
+        if changed:
+            self._bumped({board_id})
+        return changed
+
+    async def ban(self, user_id: str) -> set[str]:
         self._banned.add(user_id)
-        key = self._keys.pop(user_id, None)
-        if key is None:
-            return False
-        top_changed: bool = self._order.bisect_left(key) < TOP_WATCHED
-        self._order.remove(key)
-        if top_changed:
-            self._version = next_version(self._version)
-        return top_changed
+        return self._bumped({board_id for board_id, order in self._boards.items()
+                             if order.take(user_id)})
 
-    async def unban(self, user_id: str, total: UserTotal | None) -> bool:
+    async def unban(self, user_id: str, entries: Sequence[Entry]) -> set[str]:
         self._banned.discard(user_id)
-        return await self.apply([total]) if total is not None else False
+        return await self.apply(entries)
 
-    async def top(self, limit: int) -> Top:
-        entries = [self._ranked(i + 1, key) for i, key in enumerate(self._order.islice(0, limit))]
-        return Top(self._version, entries)
+    def _bumped(self, changed: set[str]) -> set[str]:
+        for board_id in changed:
+            order = self._boards[board_id]
+            order.version = next_version(order.version)
+        return changed
 
-    async def get(self, user_id: str) -> RankedUser | None:
-        key = self._keys.get(user_id)
-        if key is None:
+    async def top(self, board_id: str, limit: int, after: Entry | None = None) -> Top:
+        order = self._boards.get(board_id)
+        if order is None:
+            return Top(0, [])
+        start = 0 if after is None else order.order.bisect_right(
+            key_of(order.sort, after.score, after.seq, after.user_id))
+        keys = list(order.order.islice(start, start + limit + 1))
+        entries = [self._ranked(order, start + i + 1, key) for i, key in enumerate(keys[:limit])]
+        last = keys[limit - 1] if len(keys) > limit else None
+        return Top(order.version, entries,
+                   None if last is None else self._entry(board_id, order, last))
+
+    async def get(self, board_id: str, user_id: str) -> RankedUser | None:
+        order = self._boards.get(board_id)
+        key = order.keys.get(user_id) if order is not None else None
+        if order is None or key is None:
             return None
-        return self._ranked(self._order.bisect_left(key) + 1, key)
+        return self._ranked(order, order.order.bisect_left(key) + 1, key)
 
-    async def ranks_after(self, tx: Transaction, totals: Sequence[UserTotal]) -> list[int]:
-        preview = BatchPreview(self._order.bisect_left, self._keys.get)
-        return [preview.rank_after(t) for t in totals]
+    async def around(self, board_id: str, user_id: str, above: int,
+                     below: int) -> list[RankedUser] | None:
+        order = self._boards.get(board_id)
+        key = order.keys.get(user_id) if order is not None else None
+        if order is None or key is None:
+            return None
+        start, stop = window(order.order.bisect_left(key), above, below, len(order.order))
+        return [self._ranked(order, start + i + 1, k)
+                for i, k in enumerate(order.order.islice(start, stop))]
 
-    def _ranked(self, rank: int, key: Key) -> RankedUser:
+    async def ranks(self, board_id: str, user_ids: Sequence[str]) -> list[RankedUser]:
+        found = [await self.get(board_id, user_id) for user_id in dict.fromkeys(user_ids)]
+        return sorted((r for r in found if r is not None), key=lambda r: r.rank)
+
+    async def count(self, board_id: str) -> int:
+        order = self._boards.get(board_id)
+        return len(order.order) if order is not None else 0
+
+    async def ranks_after(self, tx: Transaction, boards: dict[str, Board],
+                          entries: Sequence[Entry]) -> list[int]:
+        previews: dict[str, BatchPreview] = {}
+        ranks = []
+        for entry in entries:
+            preview = previews.get(entry.board)
+            if preview is None:
+                order = self._boards.get(entry.board) or _Order(boards[entry.board].spec.sort, 0)
+                preview = previews[entry.board] = BatchPreview(
+                    order.sort, order.order.bisect_left, order.keys.get)
+            ranks.append(preview.rank_after(entry))
+        return ranks
+
+    def _ranked(self, order: _Order, rank: int, key: Key) -> RankedUser:
         user_id = key[2]
-        return RankedUser(rank, user_id, self._names.get(user_id, user_id), -key[0])
+        return RankedUser(rank, user_id, self._names.get(user_id, user_id),
+                          score_of(order.sort, key), key[1])
+
+    def _entry(self, board_id: str, order: _Order, key: Key) -> Entry:
+        return Entry(board_id, key[2], score_of(order.sort, key), key[1])
+
+
+def window(index: int, above: int, below: int, size: int) -> tuple[int, int]:
+    """The slice ``[start, stop)`` around ``index``: ``above`` before and ``below`` after,
+    slid at either end so it still holds ``above + below + 1`` where there are that many."""
+    start = max(0, index - above)
+    stop = min(size, index + below + 1)
+    want = above + below + 1
+    if stop - start < want:
+        if start == 0:
+            stop = min(size, want)
+        else:
+            start = max(0, stop - want)
+    return start, stop

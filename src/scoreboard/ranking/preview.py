@@ -6,13 +6,8 @@ from collections.abc import Callable
 
 from sortedcontainers import SortedList
 
-from scoreboard.model import UserTotal
-
-Key = tuple[int, int, str]  # (-total, seq, user_id): ascending order is rank order
-
-
-def key_of(total: UserTotal) -> Key:
-    return (-total.total, total.seq, total.user_id)
+from scoreboard.model import Entry, Sort
+from scoreboard.ranking.base import Key, key_of
 
 
 class BatchPreview:
@@ -23,21 +18,22 @@ class BatchPreview:
     is the user's committed key. O(log n) per total besides those two.
     """
 
-    def __init__(self, committed_ahead: Callable[[Key], int],
+    def __init__(self, sort: Sort, committed_ahead: Callable[[Key], int],
                  committed_key: Callable[[str], Key | None]) -> None:
+        self._sort = sort
         self._committed_ahead = committed_ahead
         self._committed_key = committed_key
         self._pending: dict[str, Key] = {}
         self._added: SortedList = SortedList()
         self._replaced: SortedList = SortedList()
 
-    def rank_after(self, total: UserTotal) -> int:
-        key = key_of(total)
-        earlier = self._pending.get(total.user_id)
+    def rank_after(self, entry: Entry) -> int:
+        key = key_of(self._sort, entry.score, entry.seq, entry.user_id)
+        earlier = self._pending.get(entry.user_id)
         if earlier is not None:
             self._added.remove(earlier)
         else:
-            committed = self._committed_key(total.user_id)
+            committed = self._committed_key(entry.user_id)
             if committed is not None:
                 self._replaced.add(committed)
         ahead: int = (
@@ -46,5 +42,5 @@ class BatchPreview:
             + self._added.bisect_left(key)
         )
         self._added.add(key)
-        self._pending[total.user_id] = key
+        self._pending[entry.user_id] = key
         return ahead + 1

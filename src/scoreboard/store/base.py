@@ -1,62 +1,107 @@
-"""The Store: the source of truth for totals, the ledger and idempotency records."""
+"""The Store: the source of truth for boards, entries, the ledger and idempotency records.
+
+A group commit is shaped for few round trips: ``read`` takes everything a batch of
+writes needs at once (its keys claimed, its users locked, their bans, tickets and
+entries, ledger ids), the writer decides in memory, and ``write`` / ``remember`` send
+the results as set-based statements. Rare work (moderation, boards, events) has verbs
+of its own.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from scoreboard.model import (
+    Board,
+    BoardSpec,
+    Entry,
     Flag,
     RankedUser,
     SecurityEvent,
     StoredResponse,
     Ticket,
     UserRecord,
-    UserTotal,
 )
+
+Key = tuple[str, str]  # (sub, Idempotency-Key)
+Slot = tuple[str, str]  # (board, user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRead:
+    """What a batch of writes needs before it can decide anything."""
+
+    now_ms: int
+    keys: Sequence[Key] = ()  # to claim
+    users: Sequence[str] = ()  # to lock for the transaction, and read their bans
+    tickets: Sequence[str] = ()  # to read (locked)
+    slots: Sequence[Slot] = ()  # entries to read, on each board's current season
+    ids: int = 0  # ledger ids to reserve
+
+
+@dataclass(slots=True)
+class BatchState:
+    # A claimed key (now this transaction's) maps to None; a taken one to its answer.
+    responses: dict[Key, StoredResponse | None] = field(default_factory=dict)
+    banned: set[str] = field(default_factory=set)
+    tickets: dict[str, Ticket] = field(default_factory=dict)
+    entries: dict[Slot, Entry] = field(default_factory=dict)
+    ids: list[int] = field(default_factory=list)  # reserved, increasing
+    # The live boards of the slots, as committed now: their current season (a write
+    # belongs to the season current when it commits), or absent once deleted.
+    boards: dict[str, Board] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    id: int
+    board: str
+    season: int
+    user_id: str
+    kind: str  # add, submit, revert
+    amount: int
+    at_ms: int
+    source: str
+
+
+@dataclass(slots=True)
+class BatchWrite:
+    """What a batch decided: written as a handful of set-based statements."""
+
+    ledger: list[LedgerRow] = field(default_factory=list)
+    # The final entry of each (board, user) the batch changed, on the board's season.
+    entries: list[tuple[Entry, int, int]] = field(default_factory=list)  # entry, season, ms
+    names: dict[str, str] = field(default_factory=dict)
+    redeemed: list[tuple[str, int]] = field(default_factory=list)  # ticket id, at ms
+    released: list[Key] = field(default_factory=list)
 
 
 class Transaction(Protocol):
     """Work inside one store transaction; nothing is visible or durable before it commits."""
 
-    async def claim(self, user_id: str, key: str, now_ms: int) -> StoredResponse | None:
-        """Take ``(user_id, key)`` for this transaction: ``None`` when it was free (the
-        caller then ``remember``s the answer under it, or ``release``s it), else the
-        response remembered under it. A transaction that took the key and has not ended
-        makes this wait for it, so two transactions never both apply one key."""
+    async def read(self, request: BatchRead) -> BatchState:
+        """Claim ``keys`` in order (a key another open transaction holds makes this wait
+        for it, then gives its answer); lock ``users`` in order until the end of the
+        transaction (so that two instances' batches, a ban and a write, never interleave
+        on one user); then read, as committed now, their bans, the ``tickets``, the
+        slots' boards and their entries; and reserve ``ids`` ledger ids."""
 
-    async def add(self, user_id: str, delta: int, name: str | None, source: str,
-                  now_ms: int) -> UserTotal | None:
-        """Append ``delta`` to the ledger and return the user's new total.
+    async def write(self, batch: BatchWrite) -> None:
+        """Append the ledger rows, set the entries and names, mark tickets redeemed and
+        give back released keys. Errors may surface only at commit."""
 
-        ``None`` (and nothing written) when the total would pass 2^53 - 1. A ``name``
-        replaces the stored one; ``None`` keeps it.
-        """
-
-    async def remember(self, user_id: str, key: str, response: StoredResponse) -> None:
-        """Record the response to ``(user_id, key)``, claimed in this transaction."""
-
-    async def release(self, user_id: str, key: str) -> None:
-        """Give back a key claimed in this transaction: its request changed nothing."""
+    async def remember(self, responses: Sequence[tuple[Key, StoredResponse]]) -> None:
+        """Record each response under its key, claimed in this transaction."""
 
     async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None: ...
 
-    async def find_ticket(self, ticket_id: str) -> Ticket | None: ...
-
-    async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
-        """Mark the ticket redeemed; False when it already was (nothing changes then)."""
-
-    async def unredeem_ticket(self, ticket_id: str) -> None:
-        """Undo this transaction's redemption: the update it paid for was refused."""
-
-    async def banned_among(self, user_ids: Sequence[str]) -> set[str]:
-        """Which of ``user_ids`` are banned, as committed when this is asked."""
+    async def record_events(self, events: Sequence[SecurityEvent]) -> None: ...
 
     async def flag(self, user_id: str, reason: str, now_ms: int) -> bool:
         """Flag the user for ``reason``; False when already flagged for it."""
-
-    async def record_events(self, events: Sequence[SecurityEvent]) -> None: ...
 
     async def audit(self, admin: str, action: str, target: str, detail: str,
                     now_ms: int) -> int:
@@ -65,19 +110,27 @@ class Transaction(Protocol):
     async def ban(self, user_id: str, by: str, now_ms: int) -> bool:
         """Ban ``user_id``; False when already banned."""
 
-    async def unban(self, user_id: str) -> UserTotal | None:
-        """Lift a ban; the user's total (to put back on the board), if any."""
+    async def unban(self, user_id: str) -> list[Entry]:
+        """Lift a ban; the user's entries on every live board (to put back)."""
 
-    async def revert(self, user_id: str, since_ms: int, source: str,
-                     now_ms: int) -> tuple[UserTotal | None, int]:
-        """Undo the user's increments at or after ``since_ms`` with one compensating entry.
+    async def revert(self, user_id: str, boards: Sequence[Board], since_ms: int,
+                     source: str, now_ms: int) -> tuple[list[Entry], list[Slot], int]:
+        """Undo the user's writes at or after ``since_ms`` on the current season of each
+        of ``boards``: an increment board gets one compensating ledger row; a best or
+        set board's entry becomes what the remaining submissions give. Returns the
+        changed entries, the (board, user) slots whose entry went, and how many ledger
+        rows were undone. A row is undone at most once; reverts are never undone."""
 
-        Returns the new total (``None`` for a user with none) and how many entries were
-        undone. An entry is undone at most once; compensating entries are never undone.
-        """
+    async def create_board(self, spec: BoardSpec, now_ms: int, max_boards: int) -> Board | str:
+        """Create the board, season 1 from now; or say why not: "exists", "deleted",
+        "full"."""
 
-    async def rank_of(self, total: UserTotal) -> int:
-        """The rank ``total`` has in the store, this transaction's changes included."""
+    async def retitle_board(self, board_id: str, title: str) -> None: ...
+
+    async def delete_board(self, board_id: str, now_ms: int) -> None: ...
+
+    async def rank_of(self, board: Board, entry: Entry) -> int:
+        """The entry's rank in the store, this transaction's changes included."""
 
     async def forget_responses(self, before_ms: int, limit: int) -> int:
         """Delete up to ``limit`` idempotency records created before ``before_ms``."""
@@ -105,26 +158,42 @@ class Store(Protocol):
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
 
+    async def secret(self, name: str) -> bytes:
+        """A random secret every instance shares (made on first use)."""
+
     async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
         """Read a remembered response outside any transaction."""
 
-    async def totals(self) -> list[UserTotal]:
-        """Every user's total except banned users', to rebuild the ranking from."""
+    async def boards(self) -> list[Board]:
+        """Every live board (not deleted), ordered by id."""
+
+    async def entries(self, board: Board) -> list[Entry]:
+        """Every entry of the board's current season except banned users', with names."""
 
     async def banned(self) -> set[str]: ...
 
-    async def top(self, limit: int) -> list[RankedUser]:
-        """The board in rank order, read from the store (while the ranking is away)."""
+    async def top(self, board: Board, limit: int, after: Entry | None = None,
+                  offset: int = 0) -> list[RankedUser]:
+        """The board in rank order, from just after ``after`` if given, skipping
+        ``offset`` (read from the store while the ranking is away). Ranks count from the
+        first entry read (``offset + 1``); with ``after``, the caller knows the first."""
 
-    async def ranked(self, user_id: str) -> RankedUser | None:
-        """The user's rank and score, read from the store; ``None`` when not on the board."""
+    async def ahead(self, board: Board, score: int, seq: int) -> int:
+        """How many entries rank ahead of the place (score, seq) on the board."""
+
+    async def ranked(self, board: Board, user_id: str) -> RankedUser | None:
+        """The user's rank and score on the board, read from the store."""
+
+    async def count(self, board: Board) -> int:
+        """Entries on the board's current season, banned users not counted."""
 
     async def user_record(self, user_id: str, limit: int) -> UserRecord:
-        """The user's total, ban, newest ledger entries and security events."""
+        """The user's name, entries, ban, newest ledger rows, security events and flags."""
 
     async def flags(self) -> list[Flag]:
         """Every flagged user's reasons, longest-flagged first."""
 
     async def points_since(self, user_ids: Sequence[str], since_ms: int) -> dict[str, int]:
         """The points each of ``user_ids`` was given at or after ``since_ms`` (increments
-        and tickets, not reverts), on every instance: what velocity detection counts."""
+        and tickets, not reverts or submitted scores), on every instance: what velocity
+        detection counts."""

@@ -8,8 +8,11 @@ that instances starting together migrate once.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -22,54 +25,93 @@ from scoreboard.errors import (
     describe,
 )
 from scoreboard.model import (
+    Board,
+    BoardSpec,
+    Entry,
     Flag,
     RankedUser,
     SecurityEvent,
     StoredResponse,
     Ticket,
     UserRecord,
-    UserTotal,
 )
-from scoreboard.store import sql
-from scoreboard.store.base import Transaction
+from scoreboard.store import common, sql
+from scoreboard.store.base import BatchRead, BatchState, BatchWrite, Key, Slot, Transaction
 from scoreboard.store.migrations import migrations
 
-_ADD_LEDGER = sql.pyformat(sql.ADD_LEDGER) + " RETURNING id"
-_AUDIT = sql.pyformat(sql.AUDIT) + " RETURNING id"
-# The ledger entry and the new total in one round trip (the SQLite store runs
-# sql.ADD_LEDGER then sql.ADD_TOTAL): a batch waits on the network once per update for
-# this instead of twice. No total comes back past the cap.
-_ADD = sql.upserting_total(
-    """
-WITH entry AS (
-    INSERT INTO ledger (user_id, delta, at_ms, source)
-    VALUES (%(user)s, %(delta)s::bigint, %(at)s::bigint, %(source)s) RETURNING id
-), total AS (
-    INSERT INTO totals (user_id, total, seq, reached_ms, name)
-    SELECT %(user)s, %(delta)s::bigint, entry.id, %(at)s::bigint, %(name)s::text FROM entry
-""",
-    after="""
-)
-SELECT entry.id, total.total, total.name FROM entry LEFT JOIN total ON true
-""",
-)
-_TOTALS = (
-    "SELECT user_id, total, seq, name FROM totals "
-    "WHERE user_id NOT IN (SELECT user_id FROM bans)"
-)
 _MIGRATION_LOCK = 7_303_240_117  # any constant: the advisory lock all instances agree on
 
-Q = {name: sql.pyformat(getattr(sql, name)) for name in (
-    "FIND_RESPONSE", "CLAIM", "REMEMBER", "RELEASE", "ISSUE_TICKET", "FIND_TICKET",
-    "REDEEM_TICKET", "UNREDEEM_TICKET", "FLAG", "FLAGS", "FLAGS_OF", "RECORD_EVENT", "BAN",
-    "TOTAL_OF", "TO_REVERT", "APPLY_REVERT", "LEDGER_OF", "EVENTS_OF", "FORGET_TICKETS",
-    "FORGET", "IS_BANNED", "TOP", "RANKED", "AHEAD",
-)}
+# The batch of writes, set-based: one statement per kind of row, whatever the batch holds.
+_CLAIMS = """
+INSERT INTO idempotency (user_id, key, fingerprint, status, body, created_ms)
+SELECT u, k, '', 0, ''::bytea, %s FROM unnest(%s::text[], %s::text[]) AS t(u, k)
+ORDER BY u, k ON CONFLICT (user_id, key) DO NOTHING
+"""
+_RESPONSES = """
+SELECT user_id, key, fingerprint, status, body FROM idempotency
+WHERE (user_id, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+"""
+_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 _BANNED_AMONG = "SELECT user_id FROM bans WHERE user_id = ANY(%s)"
+# FOR SHARE: a season reset (which updates the row) and this batch never overlap, so a
+# write belongs to the season current when it commits.
+_BOARDS_OF = (
+    f"SELECT {sql.BOARD_COLUMNS} FROM boards "  # noqa: S608 (constants)
+    "WHERE id = ANY(%s) AND deleted_ms IS NULL FOR SHARE"
+)
+_TICKETS = f"SELECT {sql.TICKET_COLUMNS} FROM tickets WHERE id = ANY(%s) FOR UPDATE"  # noqa: S608
+_ENTRIES_OF = """
+SELECT e.board, e.user_id, e.score, e.seq, u.name FROM entries e
+JOIN boards b ON b.id = e.board AND b.season = e.season
+LEFT JOIN users u ON u.user_id = e.user_id
+WHERE (e.board, e.user_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+"""
+_IDS = "SELECT nextval('ledger_id_seq') FROM generate_series(1, %s)"
+_ADD_LEDGER = """
+INSERT INTO ledger (id, board, season, user_id, kind, amount, at_ms, source)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[], %s::text[],
+                     %s::bigint[], %s::bigint[], %s::text[])
+"""
+_SET_ENTRIES = """
+INSERT INTO entries (board, season, user_id, score, seq, reached_ms)
+SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], %s::bigint[],
+                     %s::bigint[])
+ON CONFLICT (board, season, user_id) DO UPDATE SET
+    score = excluded.score, seq = excluded.seq, reached_ms = excluded.reached_ms
+"""
+_SET_NAMES = """
+INSERT INTO users (user_id, name) SELECT * FROM unnest(%s::text[], %s::text[])
+ON CONFLICT (user_id) DO UPDATE SET name = excluded.name
+"""
+_REDEEM = """
+UPDATE tickets t SET redeemed_ms = v.at FROM unnest(%s::text[], %s::bigint[]) AS v(id, at)
+WHERE t.id = v.id
+"""
+_RELEASE = """
+DELETE FROM idempotency WHERE (user_id, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+"""
+_REMEMBER = """
+UPDATE idempotency i SET fingerprint = v.f, status = v.s, body = v.b
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::bytea[]) AS v(u, k, f, s, b)
+WHERE i.user_id = v.u AND i.key = v.k
+"""
+_AUDIT = sql.pyformat(sql.AUDIT) + " RETURNING id"
 _POINTS_SINCE = sql.pyformat(
     f"SELECT user_id, {sql.POINTS} FROM ledger "  # noqa: S608 (constants)
     "WHERE user_id = ANY(?) AND at_ms >= ? GROUP BY user_id"
 )
+
+
+@cache
+def _q(statement: str) -> str:
+    """``store/sql.py``'s qmark statement, for psycopg."""
+    return sql.pyformat(statement)
+
+
+def lock_id(name: str) -> int:
+    """A signed 64-bit advisory lock id for ``name``, the same on every instance."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big",
+                          signed=True)
 
 
 def failure(exc: psycopg.Error | psycopg_pool.PoolTimeout) -> StoreUnavailable:
@@ -85,125 +127,161 @@ def failure(exc: psycopg.Error | psycopg_pool.PoolTimeout) -> StoreUnavailable:
 
 
 class _PostgresTransaction:
+    """Statements on one pooled connection, in pipeline mode: a statement whose result
+    nobody waits for travels with the next that is waited for, or with the commit."""
+
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._conn = conn
 
-    async def _one(self, statement: str, params: tuple[Any, ...] | dict[str, Any]) -> Any:
-        """Run a statement that returns rows and wait for its first (None when none)."""
+    async def _execute(self, statement: str, params: Sequence[Any]) -> psycopg.AsyncCursor[Any]:
         try:
-            cursor = await self._conn.execute(statement, params)
-            return await cursor.fetchone()
+            return await self._conn.execute(statement, tuple(params))
         except psycopg.Error as exc:
             raise failure(exc) from exc
 
-    async def _send(self, statement: str, params: tuple[Any, ...]) -> None:
-        """Queue a statement whose result nobody needs: in pipeline mode it travels with
-        the next statement that waits, or with the commit. Its errors surface there."""
+    @staticmethod
+    async def _all(cursor: psycopg.AsyncCursor[Any]) -> list[Any]:
         try:
-            await self._conn.execute(statement, params)
+            return await cursor.fetchall()
         except psycopg.Error as exc:
             raise failure(exc) from exc
 
-    async def _count(self, statement: str, params: tuple[Any, ...]) -> int:
-        """Rows a DELETE removed (counted in SQL: in pipeline mode rowcount waits)."""
-        # ``statement`` is one of this module's constants, never input.
-        counted = f"WITH gone AS ({statement.strip()} RETURNING 1) SELECT count(*) FROM gone"  # noqa: S608
-        (count,) = await self._one(counted, params)
-        return int(count)
+    # -- common.Statements
 
-    async def claim(self, user_id: str, key: str, now_ms: int) -> StoredResponse | None:
-        if await self._one(Q["CLAIM"], (user_id, key, b"", now_ms)) is not None:
-            return None
-        row = await self._one(Q["FIND_RESPONSE"], (user_id, key))
-        return StoredResponse(row[0], row[1], bytes(row[2]))
+    async def rows(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        return await self._all(await self._execute(_q(statement), params))
 
-    async def add(self, user_id: str, delta: int, name: str | None, source: str,
-                  now_ms: int) -> UserTotal | None:
-        seq, total, stored_name = await self._one(_ADD, {
-            "user": user_id, "delta": delta, "at": now_ms, "source": source, "name": name})
-        if total is None:  # would pass the cap: take the ledger entry back
-            await self._send("DELETE FROM ledger WHERE id = %s", (seq,))
-            return None
-        return UserTotal(user_id, total, seq, stored_name)
+    async def run(self, statement: str, params: Sequence[Any]) -> None:
+        await self._execute(_q(statement), params)
 
-    async def remember(self, user_id: str, key: str, response: StoredResponse) -> None:
-        await self._send(Q["REMEMBER"], (response.fingerprint, response.status, response.body,
-                                        user_id, key))
+    async def reserve(self, count: int) -> list[int]:
+        if count <= 0:
+            return []
+        return [row[0] for row in await self._all(await self._execute(_IDS, (count,)))]
 
-    async def release(self, user_id: str, key: str) -> None:
-        await self._send(Q["RELEASE"], (user_id, key))
+    async def lock(self, name: str) -> None:
+        await self._execute(_LOCK, (lock_id(name),))
+
+    # -- the batch of writes: one round trip to read, the writes travel with the commit
+
+    async def read(self, request: BatchRead) -> BatchState:
+        state = BatchState()
+        users, keys = [k[0] for k in request.keys], [k[1] for k in request.keys]
+        if request.keys:
+            await self._execute(_CLAIMS, (request.now_ms, users, keys))
+        found = await self._execute(_RESPONSES, (users, keys)) if request.keys else None
+        # Users in one order on every instance (by lock id: names that share one still
+        # lock in the same order), each held until the transaction ends.
+        for lock in sorted({lock_id(user) for user in request.users}):
+            await self._execute(_LOCK, (lock,))
+        banned = await self._execute(_BANNED_AMONG, (list(request.users),))
+        board_ids = sorted({board for board, _ in request.slots})
+        boards = await self._execute(_BOARDS_OF, (board_ids,)) if board_ids else None
+        tickets = await self._execute(_TICKETS, (list(request.tickets),))
+        slots = list(request.slots)
+        entries = await self._execute(_ENTRIES_OF, ([b for b, _ in slots], [u for _, u in slots]))
+        ids = await self._execute(_IDS, (request.ids,))
+        if found is not None:
+            for user_id, key, fingerprint, status, body in await self._all(found):
+                state.responses[(user_id, key)] = (
+                    None if status == 0 else StoredResponse(fingerprint, status, bytes(body)))
+        state.banned = {row[0] for row in await self._all(banned)}
+        if boards is not None:
+            state.boards = {row[0]: sql.board(row) for row in await self._all(boards)}
+        state.tickets = {row[0]: Ticket(*row) for row in await self._all(tickets)}
+        state.entries = {(row[0], row[1]): sql.entry(row[0], row[1:])
+                         for row in await self._all(entries) if row[0] in state.boards}
+        state.ids = [row[0] for row in await self._all(ids)]
+        return state
+
+    async def write(self, batch: BatchWrite) -> None:
+        if batch.ledger:
+            rows = batch.ledger
+            await self._execute(_ADD_LEDGER, (
+                [r.id for r in rows], [r.board for r in rows], [r.season for r in rows],
+                [r.user_id for r in rows], [r.kind for r in rows], [r.amount for r in rows],
+                [r.at_ms for r in rows], [r.source for r in rows]))
+        if batch.entries:
+            es = batch.entries
+            await self._execute(_SET_ENTRIES, (
+                [e.board for e, _, _ in es], [season for _, season, _ in es],
+                [e.user_id for e, _, _ in es], [e.score for e, _, _ in es],
+                [e.seq for e, _, _ in es], [at for _, _, at in es]))
+        if batch.names:
+            await self._execute(_SET_NAMES, (list(batch.names), list(batch.names.values())))
+        if batch.redeemed:
+            await self._execute(_REDEEM, ([t for t, _ in batch.redeemed],
+                                          [at for _, at in batch.redeemed]))
+        if batch.released:
+            await self._execute(_RELEASE, ([u for u, _ in batch.released],
+                                           [k for _, k in batch.released]))
+
+    async def remember(self, responses: Sequence[tuple[Key, StoredResponse]]) -> None:
+        if responses:
+            await self._execute(_REMEMBER, (
+                [u for (u, _), _ in responses], [k for (_, k), _ in responses],
+                [r.fingerprint for _, r in responses], [r.status for _, r in responses],
+                [r.body for _, r in responses]))
+
+    # -- the rest
 
     async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None:
-        await self._send(Q["ISSUE_TICKET"], (ticket.id, ticket.user_id, ticket.kind,
-                                            ticket.points, now_ms, ticket.not_before_ms,
-                                            ticket.expires_ms))
-
-    async def find_ticket(self, ticket_id: str) -> Ticket | None:
-        row = await self._one(Q["FIND_TICKET"], (ticket_id,))
-        return Ticket(*row) if row else None
-
-    async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
-        return await self._one(Q["REDEEM_TICKET"], (now_ms, ticket_id)) is not None
-
-    async def unredeem_ticket(self, ticket_id: str) -> None:
-        await self._send(Q["UNREDEEM_TICKET"], (ticket_id,))
-
-    async def banned_among(self, user_ids: Sequence[str]) -> set[str]:
-        try:
-            cursor = await self._conn.execute(_BANNED_AMONG, (list(user_ids),))
-            return {row[0] for row in await cursor.fetchall()}
-        except psycopg.Error as exc:
-            raise failure(exc) from exc
-
-    async def flag(self, user_id: str, reason: str, now_ms: int) -> bool:
-        return await self._one(Q["FLAG"], (user_id, reason, now_ms)) is not None
+        await self.run(sql.ISSUE_TICKET, (ticket.id, ticket.user_id, ticket.kind, ticket.points,
+                                          now_ms, ticket.not_before_ms, ticket.expires_ms,
+                                          ticket.board))
 
     async def record_events(self, events: Sequence[SecurityEvent]) -> None:
         try:
             async with self._conn.cursor() as cursor:
-                await cursor.executemany(Q["RECORD_EVENT"], [
+                await cursor.executemany(_q(sql.RECORD_EVENT), [
                     (e.user_id, e.at_ms, e.kind, e.detail) for e in events])
         except psycopg.Error as exc:
             raise failure(exc) from exc
 
+    async def flag(self, user_id: str, reason: str, now_ms: int) -> bool:
+        return bool(await self.rows(sql.FLAG, (user_id, reason, now_ms)))
+
     async def audit(self, admin: str, action: str, target: str, detail: str,
                     now_ms: int) -> int:
-        (audit_id,) = await self._one(_AUDIT, (now_ms, admin, action, target, detail))
+        ((audit_id,),) = await self._all(await self._execute(
+            _AUDIT, (now_ms, admin, action, target, detail)))
         return int(audit_id)
 
     async def ban(self, user_id: str, by: str, now_ms: int) -> bool:
-        return await self._one(Q["BAN"], (user_id, now_ms, by)) is not None
+        return bool(await self.rows(sql.BAN, (user_id, now_ms, by)))
 
-    async def unban(self, user_id: str) -> UserTotal | None:
-        await self._send("DELETE FROM bans WHERE user_id = %s", (user_id,))
-        row = await self._one(Q["TOTAL_OF"], (user_id,))
-        return UserTotal(*row) if row else None
+    async def unban(self, user_id: str) -> list[Entry]:
+        await self.run(sql.UNBAN, (user_id,))
+        return [sql.entry(row[0], row[1:]) for row in await self.rows(sql.ENTRIES_OF, (user_id,))]
 
-    async def revert(self, user_id: str, since_ms: int, source: str,
-                     now_ms: int) -> tuple[UserTotal | None, int]:
-        try:
-            undo = await (await self._conn.execute(Q["TO_REVERT"], (user_id, since_ms))).fetchall()
-        except psycopg.Error as exc:
-            raise failure(exc) from exc
-        delta = -sum(d for _, d in undo)
-        if not undo or delta == 0:
-            row = await self._one(Q["TOTAL_OF"], (user_id,))
-            return (UserTotal(*row) if row else None), 0
-        (seq,) = await self._one(_ADD_LEDGER, (user_id, delta, now_ms, source))
-        await self._send("UPDATE ledger SET reverted_by = %s WHERE id = ANY(%s)",
-                        (seq, [entry_id for entry_id, _ in undo]))
-        row = await self._one(Q["APPLY_REVERT"], (delta, seq, now_ms, user_id))
-        return UserTotal(user_id, row[0], seq, row[1]), len(undo)
+    async def revert(self, user_id: str, boards: Sequence[Board], since_ms: int,
+                     source: str, now_ms: int) -> tuple[list[Entry], list[Slot], int]:
+        return await common.revert(self, user_id, boards, since_ms, source, now_ms)
 
-    async def rank_of(self, total: UserTotal) -> int:
-        params = (total.total, total.total, total.seq, total.user_id)
-        return int((await self._one(Q["AHEAD"], params))[0]) + 1
+    async def create_board(self, spec: BoardSpec, now_ms: int, max_boards: int) -> Board | str:
+        return await common.create_board(self, spec, now_ms, max_boards)
+
+    async def retitle_board(self, board_id: str, title: str) -> None:
+        await self.run(sql.RETITLE_BOARD, (title, board_id))
+
+    async def delete_board(self, board_id: str, now_ms: int) -> None:
+        await self.run(sql.DELETE_BOARD, (now_ms, board_id))
+
+    async def rank_of(self, board: Board, entry: Entry) -> int:
+        params = (board.id, board.season, entry.score, entry.score, entry.seq, entry.user_id)
+        return int((await self.rows(sql.rank(board), params))[0][0]) + 1
 
     async def forget_tickets(self, before_ms: int, limit: int) -> int:
-        return await self._count(Q["FORGET_TICKETS"], (before_ms, limit))
+        return await self._count(sql.FORGET_TICKETS, (before_ms, limit))
 
     async def forget_responses(self, before_ms: int, limit: int) -> int:
-        return await self._count(Q["FORGET"], (before_ms, limit))
+        return await self._count(sql.FORGET, (before_ms, limit))
+
+    async def _count(self, statement: str, params: tuple[Any, ...]) -> int:
+        """Rows a DELETE removed (counted in SQL: in pipeline mode rowcount waits)."""
+        counted = f"WITH gone AS ({statement.strip()} RETURNING 1) SELECT count(*) FROM gone"  # noqa: S608
+        ((count,),) = await self.rows(counted, params)
+        return int(count)
 
 
 class PostgresStore:
@@ -284,41 +362,69 @@ class PostgresStore:
         async with self._connection() as conn, conn.pipeline(), conn.transaction():
             yield _PostgresTransaction(conn)
 
-    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
-        rows = await self._rows(Q["FIND_RESPONSE"], (user_id, key))
-        return StoredResponse(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+    async def secret(self, name: str) -> bytes:
+        await self._rows(_q(sql.MAKE_META) + " RETURNING 1", (name, secrets.token_hex(32)))
+        ((value,),) = await self._rows(_q(sql.META_VALUE), (name,))
+        return bytes.fromhex(value)
 
-    async def totals(self) -> list[UserTotal]:
-        return [UserTotal(*row) for row in await self._rows(_TOTALS)]
+    async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
+        rows = await self._rows(_q(sql.FIND_RESPONSE), (user_id, key))
+        if not rows or rows[0][1] == 0:  # a claim still open is not an answer yet
+            return None
+        return StoredResponse(rows[0][0], rows[0][1], bytes(rows[0][2]))
+
+    async def boards(self) -> list[Board]:
+        return [sql.board(row) for row in await self._rows(_q(sql.BOARDS))]
+
+    async def entries(self, board: Board) -> list[Entry]:
+        rows = await self._rows(_q(sql.ENTRIES), (board.id, board.season))
+        return [sql.entry(board.id, row) for row in rows]
 
     async def banned(self) -> set[str]:
         return {row[0] for row in await self._rows("SELECT user_id FROM bans")}
 
-    async def top(self, limit: int) -> list[RankedUser]:
-        return sql.top(await self._rows(Q["TOP"], (limit,)))
+    async def top(self, board: Board, limit: int, after: Entry | None = None,
+                  offset: int = 0) -> list[RankedUser]:
+        if after is None:
+            rows = await self._rows(_q(sql.top(board, False)),
+                                    (board.id, board.season, limit, offset))
+        else:
+            rows = await self._rows(_q(sql.top(board, True)), (
+                board.id, board.season, after.score, after.score, after.seq, limit, offset))
+        return sql.ranked(rows, offset + 1)
 
-    async def ranked(self, user_id: str) -> RankedUser | None:
+    async def ranked(self, board: Board, user_id: str) -> RankedUser | None:
         async with self._connection() as conn:
-            found = await (await conn.execute(Q["RANKED"], (user_id,))).fetchone()
-            if found is None:
+            found = await (await conn.execute(_q(sql.ENTRY), (board.id, board.season, user_id))
+                           ).fetchone()
+            banned = await (await conn.execute(_q(sql.IS_BANNED), (user_id,))).fetchone()
+            if found is None or banned is not None:
                 return None
-            total, seq, name = found
-            params = (total, total, seq, user_id)
-            (ahead,) = await (await conn.execute(Q["AHEAD"], params)).fetchone()  # type: ignore[misc]
-        return RankedUser(ahead + 1, user_id, name, total)
+            entry = sql.entry(board.id, found)
+            params = (board.id, board.season, entry.score, entry.score, entry.seq, user_id)
+            (ahead,) = await (await conn.execute(_q(sql.rank(board)), params)).fetchone()  # type: ignore[misc]
+        return RankedUser(ahead + 1, user_id, entry.name or user_id, entry.score)
+
+    async def count(self, board: Board) -> int:
+        return int((await self._rows(_q(sql.COUNT), (board.id, board.season)))[0][0])
+
+    async def ahead(self, board: Board, score: int, seq: int) -> int:
+        params = (board.id, board.season, score, score, seq)
+        return int((await self._rows(_q(sql.ahead_of(board)), params))[0][0])
 
     async def user_record(self, user_id: str, limit: int) -> UserRecord:
         return sql.user_record(
             user_id,
-            await self._rows(Q["TOTAL_OF"], (user_id,)),
-            await self._rows(Q["IS_BANNED"], (user_id,)),
-            await self._rows(Q["LEDGER_OF"], (user_id, limit)),
-            await self._rows(Q["EVENTS_OF"], (user_id, limit)),
-            await self._rows(Q["FLAGS_OF"], (user_id,)),
+            await self._rows(_q(sql.NAME_OF), (user_id,)),
+            await self._rows(_q(sql.ENTRIES_OF), (user_id,)),
+            await self._rows(_q(sql.IS_BANNED), (user_id,)),
+            await self._rows(_q(sql.LEDGER_OF), (user_id, limit)),
+            await self._rows(_q(sql.EVENTS_OF), (user_id, limit)),
+            await self._rows(_q(sql.FLAGS_OF), (user_id,)),
         )
 
     async def flags(self) -> list[Flag]:
-        return sql.flags(await self._rows(Q["FLAGS"]))
+        return sql.flags(await self._rows(_q(sql.FLAGS)))
 
     async def points_since(self, user_ids: Sequence[str], since_ms: int) -> dict[str, int]:
         rows = await self._rows(_POINTS_SINCE, (list(user_ids), since_ms))

@@ -1,6 +1,7 @@
 """The statements both stores run, in qmark style (``?``); PostgreSQL converts them.
 
-What the dialects write differently lives in each store's own module.
+What the dialects write differently (lists of ids, sequences, set-based writes) lives
+in each store's own module.
 """
 
 from __future__ import annotations
@@ -8,82 +9,138 @@ from __future__ import annotations
 from typing import Any
 
 from scoreboard.model import (
+    Board,
+    BoardSpec,
+    Entry,
     Flag,
     LedgerEntry,
     RankedUser,
     SecurityEvent,
     UserRecord,
-    UserTotal,
 )
 
-ADD_LEDGER = "INSERT INTO ledger (user_id, delta, at_ms, source) VALUES (?, ?, ?, ?)"
-# The rule both stores apply to a new total. The WHERE refuses an update that would pass
-# 2^53 - 1 (MAX_TOTAL): no row comes back.
-UPSERT_TOTAL = """
-ON CONFLICT (user_id) DO UPDATE SET
-    total = totals.total + excluded.total,
-    seq = excluded.seq,
-    reached_ms = excluded.reached_ms,
-    name = coalesce(excluded.name, totals.name)
-WHERE totals.total + excluded.total BETWEEN 0 AND 9007199254740991
-RETURNING total, name
-"""
-
-
-def upserting_total(insert: str, after: str = "") -> str:
-    """An ``INSERT INTO totals`` followed by the rule every new total obeys."""
-    return insert + UPSERT_TOTAL + after
-
-
-ADD_TOTAL = upserting_total(
-    "INSERT INTO totals (user_id, total, seq, reached_ms, name) VALUES (?, ?, ?, ?, ?)"
-)
 FIND_RESPONSE = "SELECT fingerprint, status, body FROM idempotency WHERE user_id = ? AND key = ?"
 # A key is taken by inserting its row at the start of the update: a second transaction
 # with the same key waits for the first (the primary key) and then finds its answer,
 # instead of failing its whole batch at commit. The answer fills the row at the end.
 CLAIM = (
     "INSERT INTO idempotency (user_id, key, fingerprint, status, body, created_ms) "
-    "VALUES (?, ?, '', 0, ?, ?) ON CONFLICT (user_id, key) DO NOTHING RETURNING 1"
+    "VALUES (?, ?, '', 0, ?, ?) ON CONFLICT (user_id, key) DO NOTHING"
 )
 REMEMBER = (
     "UPDATE idempotency SET fingerprint = ?, status = ?, body = ? WHERE user_id = ? AND key = ?"
 )
 RELEASE = "DELETE FROM idempotency WHERE user_id = ? AND key = ?"
+ADD_LEDGER = (
+    "INSERT INTO ledger (id, board, season, user_id, kind, amount, at_ms, source) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SET_ENTRY = """
+INSERT INTO entries (board, season, user_id, score, seq, reached_ms) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (board, season, user_id) DO UPDATE SET
+    score = excluded.score, seq = excluded.seq, reached_ms = excluded.reached_ms
+"""
+SET_NAME = (
+    "INSERT INTO users (user_id, name) VALUES (?, ?) "
+    "ON CONFLICT (user_id) DO UPDATE SET name = excluded.name"
+)
 ISSUE_TICKET = (
-    "INSERT INTO tickets (id, user_id, kind, points, created_ms, not_before_ms, expires_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO tickets (id, user_id, kind, points, created_ms, not_before_ms, expires_ms, "
+    "board) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-FIND_TICKET = (
-    "SELECT id, user_id, kind, points, not_before_ms, expires_ms, redeemed_ms "
-    "FROM tickets WHERE id = ?"
-)
-REDEEM_TICKET = (
-    "UPDATE tickets SET redeemed_ms = ? WHERE id = ? AND redeemed_ms IS NULL RETURNING id"
-)
-UNREDEEM_TICKET = "UPDATE tickets SET redeemed_ms = NULL WHERE id = ?"
+TICKET_COLUMNS = "id, user_id, kind, points, not_before_ms, expires_ms, redeemed_ms, board"
+REDEEM_TICKET = "UPDATE tickets SET redeemed_ms = ? WHERE id = ?"
 FLAG = (
     "INSERT INTO flags (user_id, reason, since_ms) VALUES (?, ?, ?) "
     "ON CONFLICT (user_id, reason) DO NOTHING RETURNING 1"
 )
 FLAGS = "SELECT user_id, reason, since_ms FROM flags ORDER BY since_ms, user_id, reason"
 FLAGS_OF = "SELECT reason FROM flags WHERE user_id = ? ORDER BY reason"
-# Points a user was given since a moment: what velocity counts (reverts are not points).
-POINTS = "sum(delta) FILTER (WHERE delta > 0 AND source NOT LIKE 'revert%')"
+# Points a user was given: increments and tickets (kind 'add'), not reverts or scores.
+POINTS = "sum(amount) FILTER (WHERE kind = 'add')"
 RECORD_EVENT = "INSERT INTO security_events (user_id, at_ms, kind, detail) VALUES (?, ?, ?, ?)"
 AUDIT = "INSERT INTO audit (at_ms, admin, action, target, detail) VALUES (?, ?, ?, ?, ?)"
 BAN = "INSERT INTO bans VALUES (?, ?, ?) ON CONFLICT (user_id) DO NOTHING RETURNING user_id"
-TOTAL_OF = "SELECT user_id, total, seq, name FROM totals WHERE user_id = ?"
+UNBAN = "DELETE FROM bans WHERE user_id = ?"
+IS_BANNED = "SELECT 1 FROM bans WHERE user_id = ?"
+NAME_OF = "SELECT name FROM users WHERE user_id = ?"
+
+BOARD_COLUMNS = "id, title, sort, operator, reset, timezone, season, season_started_ms"
+BOARDS = f"SELECT {BOARD_COLUMNS} FROM boards WHERE deleted_ms IS NULL ORDER BY id"  # noqa: S608
+BOARD_STATE = "SELECT deleted_ms FROM boards WHERE id = ?"
+LIVE_BOARDS = "SELECT count(*) FROM boards WHERE deleted_ms IS NULL"
+CREATE_BOARD = (
+    f"INSERT INTO boards ({BOARD_COLUMNS}, created_ms) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"  # noqa: S608
+)
+RETITLE_BOARD = "UPDATE boards SET title = ? WHERE id = ? AND deleted_ms IS NULL"
+DELETE_BOARD = "UPDATE boards SET deleted_ms = ? WHERE id = ? AND deleted_ms IS NULL"
+
+# Entries with the user's name, on a board's current season, banned users left out.
+_NOT_BANNED = "NOT EXISTS (SELECT 1 FROM bans WHERE bans.user_id = e.user_id)"
+_ENTRY = "e.user_id, e.score, e.seq, u.name"
+_FROM = "FROM entries e LEFT JOIN users u ON u.user_id = e.user_id"
+ENTRIES = (
+    f"SELECT {_ENTRY} {_FROM} WHERE e.board = ? AND e.season = ? AND {_NOT_BANNED}"
+)
+ENTRIES_OF = (  # a user's entries on every live board's current season
+    f"SELECT e.board, {_ENTRY} {_FROM} JOIN boards b ON b.id = e.board "
+    "AND b.season = e.season AND b.deleted_ms IS NULL WHERE e.user_id = ? ORDER BY e.board"
+)
+COUNT = f"SELECT count(*) FROM entries e WHERE e.board = ? AND e.season = ? AND {_NOT_BANNED}"  # noqa: S608
+ENTRY = f"SELECT {_ENTRY} {_FROM} WHERE e.board = ? AND e.season = ? AND e.user_id = ?"
+
+
+def order(board: Board) -> str:
+    """The ORDER BY of the board's rank order."""
+    return "e.score DESC, e.seq" if board.spec.sort == "desc" else "e.score, e.seq"
+
+
+def ahead(board: Board) -> str:
+    """Entries ranked ahead of (score, score, seq): the parameters are ?, ?, ?."""
+    better = ">" if board.spec.sort == "desc" else "<"
+    return f"(e.score {better} ? OR (e.score = ? AND e.seq < ?))"
+
+
+def behind(board: Board) -> str:
+    """Entries ranked behind (score, score, seq)."""
+    worse = "<" if board.spec.sort == "desc" else ">"
+    return f"(e.score {worse} ? OR (e.score = ? AND e.seq > ?))"
+
+
+def top(board: Board, after: bool) -> str:
+    """A page of the board in rank order: board, season, [score, score, seq,] limit, offset."""
+    where = f"e.board = ? AND e.season = ? AND {_NOT_BANNED}"
+    if after:
+        where += f" AND {behind(board)}"
+    return f"SELECT {_ENTRY} {_FROM} WHERE {where} ORDER BY {order(board)} LIMIT ? OFFSET ?"
+
+
+def rank(board: Board) -> str:
+    """Entries ahead of a user's: board, season, score, score, seq, user."""
+    return (f"SELECT count(*) FROM entries e WHERE e.board = ? AND e.season = ? "  # noqa: S608
+            f"AND {ahead(board)} AND e.user_id <> ? AND {_NOT_BANNED}")
+
+
+def ahead_of(board: Board) -> str:
+    """Entries ahead of a place in the order: board, season, score, score, seq."""
+    return (f"SELECT count(*) FROM entries e WHERE e.board = ? AND e.season = ? "  # noqa: S608
+            f"AND {ahead(board)} AND {_NOT_BANNED}")
+
+
 TO_REVERT = (
-    "SELECT id, delta FROM ledger WHERE user_id = ? AND at_ms >= ? AND reverted_by IS NULL "
-    "AND source NOT LIKE 'revert%' ORDER BY id"
+    "SELECT id, kind, amount FROM ledger WHERE user_id = ? AND board = ? AND season = ? "
+    "AND at_ms >= ? AND reverted_by IS NULL AND kind <> 'revert' ORDER BY id"
 )
-APPLY_REVERT = (
-    "UPDATE totals SET total = total + ?, seq = ?, reached_ms = ? WHERE user_id = ? "
-    "RETURNING total, name"
+# The submissions left once a revert undid some: what a best or set board's entry becomes.
+REMAINING = (
+    "SELECT id, amount, at_ms FROM ledger WHERE user_id = ? AND board = ? AND season = ? "
+    "AND kind = 'submit' AND reverted_by IS NULL ORDER BY id"
 )
+MARK_REVERTED = "UPDATE ledger SET reverted_by = ? WHERE id = ?"
+DROP_ENTRY = "DELETE FROM entries WHERE board = ? AND season = ? AND user_id = ?"
 LEDGER_OF = (
-    "SELECT id, delta, at_ms, source FROM ledger WHERE user_id = ? ORDER BY id DESC LIMIT ?"
+    "SELECT id, board, season, kind, amount, at_ms, source FROM ledger WHERE user_id = ? "
+    "ORDER BY id DESC LIMIT ?"
 )
 EVENTS_OF = (
     "SELECT at_ms, kind, detail FROM security_events WHERE user_id = ? ORDER BY id DESC LIMIT ?"
@@ -95,32 +152,35 @@ FORGET = """
 DELETE FROM idempotency WHERE (user_id, key) IN
     (SELECT user_id, key FROM idempotency WHERE created_ms < ? LIMIT ?)
 """
+META_VALUE = "SELECT value FROM meta WHERE name = ?"
+MAKE_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
 
 
-IS_BANNED = "SELECT 1 FROM bans WHERE user_id = ?"
-
-# Rank order read from the store itself (while Redis is away): banned users are off it.
-_NOT_BANNED = "NOT EXISTS (SELECT 1 FROM bans WHERE bans.user_id = totals.user_id)"
-TOP = (
-    "SELECT user_id, total, coalesce(name, user_id) FROM totals "  # noqa: S608 (constants)
-    f"WHERE {_NOT_BANNED} ORDER BY total DESC, seq LIMIT ?"
-)
-RANKED = (
-    "SELECT total, seq, coalesce(name, user_id) FROM totals "  # noqa: S608 (constants)
-    f"WHERE user_id = ? AND {_NOT_BANNED}"
-)
-# Users ahead of (total, seq), the given user excluded: rank - 1.
-AHEAD = (
-    "SELECT count(*) FROM totals WHERE (total > ? OR (total = ? AND seq < ?)) "  # noqa: S608
-    f"AND user_id <> ? AND {_NOT_BANNED}"
-)
+def board(row: Any) -> Board:
+    """A row of BOARDS."""
+    board_id, title, sort, operator, reset, timezone, season, started_ms = row
+    return Board(BoardSpec(board_id, title, sort, operator, reset, timezone), season,
+                 started_ms)
 
 
-def user_record(user_id: str, total: list[Any], banned: list[Any], ledger: list[Any],
-                events: list[Any], flags: list[Any]) -> UserRecord:
-    """The rows of TOTAL_OF, IS_BANNED, LEDGER_OF, EVENTS_OF and FLAGS_OF, as one record."""
+def entry(board_id: str, row: Any) -> Entry:
+    """A row of ``_ENTRY``'s columns."""
+    user_id, score, seq, name = row
+    return Entry(board_id, user_id, score, seq, name)
+
+
+def ranked(rows: list[Any], first_rank: int) -> list[RankedUser]:
+    """Rows of ``_ENTRY``'s columns in rank order, the first at ``first_rank``."""
+    return [RankedUser(first_rank + i, user_id, name or user_id, score, seq)
+            for i, (user_id, score, seq, name) in enumerate(rows)]
+
+
+def user_record(user_id: str, name: list[Any], entries: list[Any], banned: list[Any],
+                ledger: list[Any], events: list[Any], flags: list[Any]) -> UserRecord:
+    """The rows of NAME_OF, ENTRIES_OF, IS_BANNED, LEDGER_OF, EVENTS_OF and FLAGS_OF."""
     return UserRecord(
-        total=UserTotal(*total[0]) if total else None,
+        name=name[0][0] if name else None,
+        entries=[entry(row[0], row[1:]) for row in entries],
         banned=bool(banned),
         ledger=[LedgerEntry(*row) for row in ledger],
         events=[SecurityEvent(user_id, *row) for row in events],
@@ -140,12 +200,6 @@ def flags(rows: list[Any]) -> list[Flag]:
     for flag in found.values():
         flag.reasons.sort()
     return list(found.values())
-
-
-def top(rows: list[Any]) -> list[RankedUser]:
-    """The rows of TOP, ranked."""
-    return [RankedUser(i + 1, user_id, name, total) for i, (user_id, total, name) in
-            enumerate(rows)]
 
 
 def pyformat(statement: str) -> str:

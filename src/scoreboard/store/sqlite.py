@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -22,24 +23,33 @@ from typing import Any
 
 from scoreboard.errors import StatementFailed, StoreUnavailable, describe
 from scoreboard.model import (
+    Board,
+    BoardSpec,
+    Entry,
     Flag,
     RankedUser,
     SecurityEvent,
     StoredResponse,
     Ticket,
     UserRecord,
-    UserTotal,
 )
-from scoreboard.store import sql
-from scoreboard.store.base import Transaction
+from scoreboard.store import common, sql
+from scoreboard.store.base import BatchRead, BatchState, BatchWrite, Key, Slot, Transaction
 from scoreboard.store.migrations import migrations
 
-# A list of ids travels as one JSON parameter.
+# A list travels as one JSON parameter.
 _BANNED_AMONG = "SELECT user_id FROM bans WHERE user_id IN (SELECT value FROM json_each(?))"
+_TICKETS = (
+    f"SELECT {sql.TICKET_COLUMNS} FROM tickets "  # noqa: S608 (constants)
+    "WHERE id IN (SELECT value FROM json_each(?))"
+)
 _POINTS_SINCE = (
     f"SELECT user_id, {sql.POINTS} FROM ledger "  # noqa: S608 (constants)
     "WHERE user_id IN (SELECT value FROM json_each(?)) AND at_ms >= ? GROUP BY user_id"
 )
+# AUTOINCREMENT's counter: ids are handed out before the rows are written.
+_RESERVE = "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'ledger' RETURNING seq"
+_FIRST_IDS = "INSERT INTO sqlite_sequence (name, seq) VALUES ('ledger', ?)"
 
 
 def failure(exc: sqlite3.Error) -> StoreUnavailable:
@@ -59,110 +69,132 @@ def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
 
 
 class _SQLiteTransaction:
+    """Statements on the writer connection. There is one writer: nothing to lock."""
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
+    # -- common.Statements
+
+    async def rows(self, statement: str, params: Sequence[Any]) -> list[Any]:
         try:
-            return self._conn.execute(sql, params).fetchone()
+            return self._conn.execute(statement, tuple(params)).fetchall()
         except sqlite3.Error as exc:
             raise failure(exc) from exc
 
-    async def claim(self, user_id: str, key: str, now_ms: int) -> StoredResponse | None:
-        if self._one(sql.CLAIM, (user_id, key, b"", now_ms)) is not None:
-            return None
-        row = self._one(sql.FIND_RESPONSE, (user_id, key))
-        return StoredResponse(row[0], row[1], row[2])
+    async def run(self, statement: str, params: Sequence[Any]) -> None:
+        await self.rows(statement, params)
 
-    async def add(self, user_id: str, delta: int, name: str | None, source: str,
-                  now_ms: int) -> UserTotal | None:
+    async def reserve(self, count: int) -> list[int]:
+        if count <= 0:
+            return []
+        found = await self.rows(_RESERVE, (count,))
+        if not found:  # no ledger row was ever written
+            await self.run(_FIRST_IDS, (count,))
+            return list(range(1, count + 1))
+        last = int(found[0][0])
+        return list(range(last - count + 1, last + 1))
+
+    async def lock(self, name: str) -> None:
+        return None
+
+    def _many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         try:
-            seq = self._conn.execute(sql.ADD_LEDGER, (user_id, delta, now_ms, source)).lastrowid
+            self._conn.executemany(statement, rows)
         except sqlite3.Error as exc:
             raise failure(exc) from exc
-        assert seq is not None  # an INSERT into a rowid table always has one
-        row = self._one(sql.ADD_TOTAL, (user_id, delta, seq, now_ms, name))
-        if row is None:  # would pass the cap: take the ledger entry back
-            self._one("DELETE FROM ledger WHERE id = ?", (seq,))
-            return None
-        return UserTotal(user_id, row[0], seq, row[1])
 
-    async def remember(self, user_id: str, key: str, response: StoredResponse) -> None:
-        self._one(sql.REMEMBER, (response.fingerprint, response.status, response.body,
-                                 user_id, key))
+    # -- the batch of writes
 
-    async def release(self, user_id: str, key: str) -> None:
-        self._one(sql.RELEASE, (user_id, key))
+    async def read(self, request: BatchRead) -> BatchState:
+        state = BatchState()
+        for user_id, key in request.keys:
+            await self.run(sql.CLAIM, (user_id, key, b"", request.now_ms))
+            row = (await self.rows(sql.FIND_RESPONSE, (user_id, key)))[0]
+            state.responses[(user_id, key)] = (
+                None if row[1] == 0 else StoredResponse(row[0], row[1], row[2]))
+        if request.users:
+            found = await self.rows(_BANNED_AMONG, (json.dumps(list(request.users)),))
+            state.banned = {row[0] for row in found}
+        if request.tickets:
+            for row in await self.rows(_TICKETS, (json.dumps(list(request.tickets)),)):
+                state.tickets[row[0]] = Ticket(*row)
+        if request.slots:
+            state.boards = {board.id: board for board in await self._boards()}
+        for board_id, user_id in request.slots:
+            board = state.boards.get(board_id)
+            if board is None:
+                continue
+            found = await self.rows(sql.ENTRY, (board_id, board.season, user_id))
+            if found:
+                state.entries[(board_id, user_id)] = sql.entry(board_id, found[0])
+        state.ids = await self.reserve(request.ids)
+        return state
+
+    async def _boards(self) -> list[Board]:
+        return [sql.board(row) for row in await self.rows(sql.BOARDS, ())]
+
+    async def write(self, batch: BatchWrite) -> None:
+        self._many(sql.ADD_LEDGER, [
+            (r.id, r.board, r.season, r.user_id, r.kind, r.amount, r.at_ms, r.source)
+            for r in batch.ledger])
+        self._many(sql.SET_ENTRY, [
+            (e.board, season, e.user_id, e.score, e.seq, at_ms)
+            for e, season, at_ms in batch.entries])
+        self._many(sql.SET_NAME, list(batch.names.items()))
+        self._many(sql.REDEEM_TICKET, [(at_ms, ticket_id) for ticket_id, at_ms in batch.redeemed])
+        self._many(sql.RELEASE, batch.released)
+
+    async def remember(self, responses: Sequence[tuple[Key, StoredResponse]]) -> None:
+        self._many(sql.REMEMBER, [(r.fingerprint, r.status, r.body, user_id, key)
+                                  for (user_id, key), r in responses])
+
+    # -- the rest
 
     async def issue_ticket(self, ticket: Ticket, now_ms: int) -> None:
-        self._one(sql.ISSUE_TICKET, (ticket.id, ticket.user_id, ticket.kind, ticket.points, now_ms,
-                                  ticket.not_before_ms, ticket.expires_ms))
-
-    async def find_ticket(self, ticket_id: str) -> Ticket | None:
-        row = self._one(sql.FIND_TICKET, (ticket_id,))
-        return Ticket(*row) if row else None
-
-    async def redeem_ticket(self, ticket_id: str, now_ms: int) -> bool:
-        return self._one(sql.REDEEM_TICKET, (now_ms, ticket_id)) is not None
-
-    async def unredeem_ticket(self, ticket_id: str) -> None:
-        self._one(sql.UNREDEEM_TICKET, (ticket_id,))
-
-    async def banned_among(self, user_ids: Sequence[str]) -> set[str]:
-        try:
-            rows = self._conn.execute(_BANNED_AMONG, (json.dumps(list(user_ids)),)).fetchall()
-        except sqlite3.Error as exc:
-            raise failure(exc) from exc
-        return {row[0] for row in rows}
-
-    async def flag(self, user_id: str, reason: str, now_ms: int) -> bool:
-        return self._one(sql.FLAG, (user_id, reason, now_ms)) is not None
+        await self.run(sql.ISSUE_TICKET, (ticket.id, ticket.user_id, ticket.kind, ticket.points,
+                                          now_ms, ticket.not_before_ms, ticket.expires_ms,
+                                          ticket.board))
 
     async def record_events(self, events: Sequence[SecurityEvent]) -> None:
-        try:
-            self._conn.executemany(sql.RECORD_EVENT, [(e.user_id, e.at_ms, e.kind, e.detail)
-                                                   for e in events])
-        except sqlite3.Error as exc:
-            raise failure(exc) from exc
+        self._many(sql.RECORD_EVENT, [(e.user_id, e.at_ms, e.kind, e.detail) for e in events])
+
+    async def flag(self, user_id: str, reason: str, now_ms: int) -> bool:
+        return bool(await self.rows(sql.FLAG, (user_id, reason, now_ms)))
 
     async def audit(self, admin: str, action: str, target: str, detail: str,
                     now_ms: int) -> int:
         try:
-            row = (now_ms, admin, action, target, detail)
-            audit_id = self._conn.execute(sql.AUDIT, row).lastrowid
+            audit_id = self._conn.execute(sql.AUDIT, (now_ms, admin, action, target,
+                                                      detail)).lastrowid
         except sqlite3.Error as exc:
             raise failure(exc) from exc
         assert audit_id is not None  # an INSERT into a rowid table always has one
         return audit_id
 
     async def ban(self, user_id: str, by: str, now_ms: int) -> bool:
-        return self._one(sql.BAN, (user_id, now_ms, by)) is not None
+        return bool(await self.rows(sql.BAN, (user_id, now_ms, by)))
 
-    async def unban(self, user_id: str) -> UserTotal | None:
-        self._one("DELETE FROM bans WHERE user_id = ?", (user_id,))
-        row = self._one(sql.TOTAL_OF, (user_id,))
-        return UserTotal(*row) if row else None
+    async def unban(self, user_id: str) -> list[Entry]:
+        await self.run(sql.UNBAN, (user_id,))
+        return [sql.entry(row[0], row[1:]) for row in await self.rows(sql.ENTRIES_OF, (user_id,))]
 
-    async def revert(self, user_id: str, since_ms: int, source: str,
-                     now_ms: int) -> tuple[UserTotal | None, int]:
-        undo = self._conn.execute(sql.TO_REVERT, (user_id, since_ms)).fetchall()
-        delta = -sum(d for _, d in undo)
-        if not undo or delta == 0:
-            row = self._one(sql.TOTAL_OF, (user_id,))
-            return (UserTotal(*row) if row else None), 0
-        try:
-            seq = self._conn.execute(sql.ADD_LEDGER, (user_id, delta, now_ms, source)).lastrowid
-            self._conn.executemany("UPDATE ledger SET reverted_by = ? WHERE id = ?",
-                                   [(seq, entry_id) for entry_id, _ in undo])
-        except sqlite3.Error as exc:
-            raise failure(exc) from exc
-        assert seq is not None  # an INSERT into a rowid table always has one
-        row = self._one(sql.APPLY_REVERT, (delta, seq, now_ms, user_id))
-        return UserTotal(user_id, row[0], seq, row[1]), len(undo)
+    async def revert(self, user_id: str, boards: Sequence[Board], since_ms: int,
+                     source: str, now_ms: int) -> tuple[list[Entry], list[Slot], int]:
+        return await common.revert(self, user_id, boards, since_ms, source, now_ms)
 
-    async def rank_of(self, total: UserTotal) -> int:
-        params = (total.total, total.total, total.seq, total.user_id)
-        return int(self._one(sql.AHEAD, params)[0]) + 1
+    async def create_board(self, spec: BoardSpec, now_ms: int, max_boards: int) -> Board | str:
+        return await common.create_board(self, spec, now_ms, max_boards)
+
+    async def retitle_board(self, board_id: str, title: str) -> None:
+        await self.run(sql.RETITLE_BOARD, (title, board_id))
+
+    async def delete_board(self, board_id: str, now_ms: int) -> None:
+        await self.run(sql.DELETE_BOARD, (now_ms, board_id))
+
+    async def rank_of(self, board: Board, entry: Entry) -> int:
+        params = (board.id, board.season, entry.score, entry.score, entry.seq, entry.user_id)
+        return int((await self.rows(sql.rank(board), params))[0][0]) + 1
 
     async def forget_tickets(self, before_ms: int, limit: int) -> int:
         try:
@@ -208,41 +240,60 @@ class SQLiteStore:
         self._writer = self._reader = None
 
     async def ping(self) -> None:
-        try:
-            self._read().execute("SELECT 1 FROM totals LIMIT 1").fetchall()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
+        self._reads("SELECT 1 FROM boards LIMIT 1", ())
+
+    async def secret(self, name: str) -> bytes:
+        found = self._reads(sql.META_VALUE, (name,))
+        if not found:
+            async with self.transaction() as tx:
+                await tx.run(sql.MAKE_META, (name, secrets.token_hex(32)))  # type: ignore[attr-defined]
+            found = self._reads(sql.META_VALUE, (name,))
+        return bytes.fromhex(found[0][0])
 
     async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
-        try:
-            row = self._read().execute(sql.FIND_RESPONSE, (user_id, key)).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
-        return StoredResponse(row[0], row[1], row[2]) if row else None
+        rows = self._reads(sql.FIND_RESPONSE, (user_id, key))
+        if not rows or rows[0][1] == 0:  # a claim still open is not an answer yet
+            return None
+        return StoredResponse(*rows[0])
 
-    async def totals(self) -> list[UserTotal]:
-        def load() -> list[UserTotal]:
-            rows = self._read().execute(
-                "SELECT user_id, total, seq, name FROM totals "
-                "WHERE user_id NOT IN (SELECT user_id FROM bans)"
-            )
-            return [UserTotal(*row) for row in rows]
+    async def boards(self) -> list[Board]:
+        return [sql.board(row) for row in self._reads(sql.BOARDS, ())]
+
+    async def entries(self, board: Board) -> list[Entry]:
+        def load() -> list[Entry]:
+            rows = self._read().execute(sql.ENTRIES, (board.id, board.season))
+            return [sql.entry(board.id, row) for row in rows]
 
         try:
             return await asyncio.to_thread(load)
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
 
-    async def top(self, limit: int) -> list[RankedUser]:
-        return sql.top(self._reads(sql.TOP, (limit,)))
+    async def top(self, board: Board, limit: int, after: Entry | None = None,
+                  offset: int = 0) -> list[RankedUser]:
+        return sql.ranked(self._page(board, limit, after, offset), offset + 1)
 
-    async def ranked(self, user_id: str) -> RankedUser | None:
-        found = self._reads(sql.RANKED, (user_id,))
-        if not found:
+    def _page(self, board: Board, limit: int, after: Entry | None, offset: int) -> list[Any]:
+        if after is None:
+            return self._reads(sql.top(board, False), (board.id, board.season, limit, offset))
+        return self._reads(sql.top(board, True), (board.id, board.season, after.score,
+                                                 after.score, after.seq, limit, offset))
+
+    async def ranked(self, board: Board, user_id: str) -> RankedUser | None:
+        found = self._reads(sql.ENTRY, (board.id, board.season, user_id))
+        if not found or self._reads(sql.IS_BANNED, (user_id,)):
             return None
-        total, seq, name = found[0]
-        ((ahead,),) = self._reads(sql.AHEAD, (total, total, seq, user_id))
-        return RankedUser(ahead + 1, user_id, name, total)
+        entry = sql.entry(board.id, found[0])
+        ((ahead,),) = self._reads(sql.rank(board), (board.id, board.season, entry.score,
+                                                    entry.score, entry.seq, user_id))
+        return RankedUser(ahead + 1, user_id, entry.name or user_id, entry.score)
+
+    async def count(self, board: Board) -> int:
+        return int(self._reads(sql.COUNT, (board.id, board.season))[0][0])
+
+    async def ahead(self, board: Board, score: int, seq: int) -> int:
+        params = (board.id, board.season, score, score, seq)
+        return int(self._reads(sql.ahead_of(board), params)[0][0])
 
     async def banned(self) -> set[str]:
         return {row[0] for row in self._reads("SELECT user_id FROM bans", ())}
@@ -250,7 +301,8 @@ class SQLiteStore:
     async def user_record(self, user_id: str, limit: int) -> UserRecord:
         return sql.user_record(
             user_id,
-            self._reads(sql.TOTAL_OF, (user_id,)),
+            self._reads(sql.NAME_OF, (user_id,)),
+            self._reads(sql.ENTRIES_OF, (user_id,)),
             self._reads(sql.IS_BANNED, (user_id,)),
             self._reads(sql.LEDGER_OF, (user_id, limit)),
             self._reads(sql.EVENTS_OF, (user_id, limit)),

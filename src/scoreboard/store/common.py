@@ -1,0 +1,99 @@
+"""What both stores do the same way, over a dialect's own way of running a statement.
+
+Reverts and board creation are rare: several plain statements each, written once here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from scoreboard.model import Board, BoardSpec, Entry
+from scoreboard.store import sql
+from scoreboard.store.base import Slot
+
+
+class Statements(Protocol):
+    """A transaction's way of running a qmark statement (``store/sql.py``)."""
+
+    async def rows(self, statement: str, params: Sequence[Any]) -> list[Any]: ...
+
+    async def run(self, statement: str, params: Sequence[Any]) -> None: ...
+
+    async def reserve(self, count: int) -> list[int]:
+        """``count`` new ledger ids, increasing."""
+
+    async def lock(self, name: str) -> None:
+        """Hold the lock ``name`` until the transaction ends (a no-op with one writer)."""
+
+
+async def revert(q: Statements, user_id: str, boards: Sequence[Board], since_ms: int,
+                 source: str, now_ms: int) -> tuple[list[Entry], list[Slot], int]:
+    changed: list[Entry] = []
+    gone: list[Slot] = []
+    undone = 0
+    for board in boards:
+        key = (user_id, board.id, board.season)
+        undo = await q.rows(sql.TO_REVERT, (*key, since_ms))
+        if not undo:
+            continue
+        found = await q.rows(sql.ENTRY, (board.id, board.season, user_id))
+        old = sql.entry(board.id, found[0]) if found else None
+        (revert_id,) = await q.reserve(1)
+        for row_id, _, _ in undo:
+            await q.run(sql.MARK_REVERTED, (revert_id, row_id))
+        undone += len(undo)
+        new: Entry | None
+        reached_ms = now_ms
+        if board.spec.operator == "increment":
+            points = sum(amount for _, kind, amount in undo if kind == "add")
+            score = (old.score if old else 0) - points
+            new = Entry(board.id, user_id, score, revert_id, old.name if old else None)
+        else:
+            remaining = await q.rows(sql.REMAINING, key)
+            chosen = _standing(board.spec, remaining)
+            new = None
+            if chosen is not None:
+                seq, score, reached_ms = chosen
+                new = Entry(board.id, user_id, score, seq, old.name if old else None)
+        change = (new.score if new else 0) - (old.score if old else 0)
+        await q.run(sql.ADD_LEDGER, (revert_id, board.id, board.season, user_id, "revert",
+                                     change, now_ms, source))
+        if new is None:
+            await q.run(sql.DROP_ENTRY, (board.id, board.season, user_id))
+            gone.append((board.id, user_id))
+        else:
+            await q.run(sql.SET_ENTRY, (board.id, board.season, user_id, new.score, new.seq,
+                                        reached_ms))
+            changed.append(new)
+    return changed, gone, undone
+
+
+def _standing(spec: BoardSpec, submissions: list[Any]) -> tuple[int, int, int] | None:
+    """What the remaining submissions (id, score, at_ms; oldest first) give a best or set
+    board: (seq, score, reached_ms), or None when none remain."""
+    if not submissions:
+        return None
+    if spec.operator == "set":
+        seq, score, at_ms = submissions[-1]
+        return seq, score, at_ms
+    chosen = submissions[0]
+    for row in submissions[1:]:
+        if spec.better(row[1], chosen[1]):  # strictly better: the first achiever keeps it
+            chosen = row
+    seq, score, at_ms = chosen
+    return seq, score, at_ms
+
+
+async def create_board(q: Statements, spec: BoardSpec, now_ms: int,
+                       max_boards: int) -> Board | str:
+    await q.lock("boards")  # the count and the insert, one instance at a time
+    found = await q.rows(sql.BOARD_STATE, (spec.id,))
+    if found:
+        return "exists" if found[0][0] is None else "deleted"
+    ((live,),) = await q.rows(sql.LIVE_BOARDS, ())
+    if live >= max_boards:
+        return "full"
+    await q.run(sql.CREATE_BOARD, (spec.id, spec.title, spec.sort, spec.operator, spec.reset,
+                                   spec.timezone, now_ms, now_ms))
+    return Board(spec, 1, now_ms)
