@@ -81,8 +81,8 @@ class SSE:
 
 @contextlib.asynccontextmanager
 async def stream(client: httpx.AsyncClient, headers: dict[str, str] | None = None,
-                 ) -> AsyncIterator[SSE]:
-    async with client.stream("GET", "/scores/stream", headers=headers or {}) as response:
+                 path: str = "/scores/stream") -> AsyncIterator[SSE]:
+    async with client.stream("GET", path, headers=headers or {}) as response:
         sse = SSE(response)
         try:
             yield sse

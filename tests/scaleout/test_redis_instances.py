@@ -154,3 +154,42 @@ async def test_redis_lost_mid_run_degrades_then_converges(cluster: Cluster, faul
         assert ready["redis"] == "up"
         assert "scoreboard_redis_up 1.0" in (await on_b.get("/metrics")).text
         print(f"{fault}: converged {seconds:.2f} s after the last write")
+
+
+async def test_two_instances_serve_the_same_boards(cluster: Cluster) -> None:
+    """A board made on A is served by B at once: its writes, reads, pages and stream;
+    deleted on B, it is gone from A."""
+    admin = auth("root", scope="scoreboard:admin")
+    async with httpx.AsyncClient(timeout=10) as client, \
+            httpx.AsyncClient(base_url=cluster.a.url, timeout=10) as on_a:
+        made = await client.put(f"{cluster.a.url}/admin/boards/laps", headers=admin,
+                                json={"title": "Laps", "sort": "asc", "operator": "best"})
+        assert made.status_code == 201, made.text
+
+        async def on_b() -> bool:
+            boards = (await client.get(f"{cluster.b.url}/boards")).json()
+            return "laps" in {b["id"] for b in boards}
+
+        await eventually(on_b, 1.0)
+        async with stream(on_a, path="/boards/laps/stream") as events:
+            assert (await events.next()).data == []
+            for user, time_ms in (("ann", 61_000), ("ben", 59_500), ("ann", 58_000)):
+                r = await client.post(f"{cluster.b.url}/boards/laps/score", headers=auth(user),
+                                      json={"user_id": user, "score": time_ms})
+                assert r.status_code == 200, r.text
+            event = await events.until(lambda e: e.data and e.data[0]["score"] == 58_000)
+            assert [(e["user_id"], e["score"]) for e in event.data] == [
+                ("ann", 58_000), ("ben", 59_500)]
+        for server in (cluster.a, cluster.b):
+            ranks = (await client.post(f"{server.url}/boards/laps/ranks",
+                                       json={"user_ids": ["ben", "ann"]})).json()
+            assert [(e["user_id"], e["rank"]) for e in ranks] == [("ann", 1), ("ben", 2)]
+            page = await client.get(f"{server.url}/boards/laps/scores?limit=1")
+            assert page.json()[0]["user_id"] == "ann" and "link" in page.headers
+        deleted = await client.delete(f"{cluster.b.url}/admin/boards/laps", headers=admin)
+        assert deleted.status_code == 204
+
+        async def gone_on_a() -> bool:
+            return (await client.get(f"{cluster.a.url}/boards/laps")).status_code == 404
+
+        await eventually(gone_on_a, 2.0)

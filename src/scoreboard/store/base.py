@@ -117,7 +117,8 @@ class Transaction(Protocol):
                      source: str, now_ms: int) -> tuple[list[Entry], list[Slot], int]:
         """Undo the user's writes at or after ``since_ms`` on the current season of each
         of ``boards``: an increment board gets one compensating ledger row; a best or
-        set board's entry becomes what the remaining submissions give. Returns the
+        set board's entry becomes what the remaining submissions give. Either way the
+        entry's seq is the revert row's (the entry's newest change). Returns the
         changed entries, the (board, user) slots whose entry went, and how many ledger
         rows were undone. A row is undone at most once; reverts are never undone."""
 

@@ -44,7 +44,6 @@ async def revert(q: Statements, user_id: str, boards: Sequence[Board], since_ms:
             await q.run(sql.MARK_REVERTED, (revert_id, row_id))
         undone += len(undo)
         new: Entry | None
-        reached_ms = now_ms
         if board.spec.operator == "increment":
             points = sum(amount for _, kind, amount in undo if kind == "add")
             score = (old.score if old else 0) - points
@@ -52,10 +51,11 @@ async def revert(q: Statements, user_id: str, boards: Sequence[Board], since_ms:
         else:
             remaining = await q.rows(sql.REMAINING, key)
             chosen = _standing(board.spec, remaining)
-            new = None
-            if chosen is not None:
-                seq, score, reached_ms = chosen
-                new = Entry(board.id, user_id, score, seq, old.name if old else None)
+            # The revert is the newest change of the entry: its seq (so that every mirror
+            # of the entry, which only takes newer seqs, takes it); the score is what the
+            # remaining submissions give.
+            new = None if chosen is None else Entry(board.id, user_id, chosen, revert_id,
+                                                    old.name if old else None)
         change = (new.score if new else 0) - (old.score if old else 0)
         await q.run(sql.ADD_LEDGER, (revert_id, board.id, board.season, user_id, "revert",
                                      change, now_ms, source))
@@ -64,25 +64,23 @@ async def revert(q: Statements, user_id: str, boards: Sequence[Board], since_ms:
             gone.append((board.id, user_id))
         else:
             await q.run(sql.SET_ENTRY, (board.id, board.season, user_id, new.score, new.seq,
-                                        reached_ms))
+                                        now_ms))
             changed.append(new)
     return changed, gone, undone
 
 
-def _standing(spec: BoardSpec, submissions: list[Any]) -> tuple[int, int, int] | None:
-    """What the remaining submissions (id, score, at_ms; oldest first) give a best or set
-    board: (seq, score, reached_ms), or None when none remain."""
+def _standing(spec: BoardSpec, submissions: list[Any]) -> int | None:
+    """The score the remaining submissions (id, score, at_ms; oldest first) give a best or
+    set board: the best, or the last; None when none remain."""
     if not submissions:
         return None
     if spec.operator == "set":
-        seq, score, at_ms = submissions[-1]
-        return seq, score, at_ms
-    chosen = submissions[0]
-    for row in submissions[1:]:
-        if spec.better(row[1], chosen[1]):  # strictly better: the first achiever keeps it
-            chosen = row
-    seq, score, at_ms = chosen
-    return seq, score, at_ms
+        return int(submissions[-1][1])
+    best = submissions[0][1]
+    for _, score, _ in submissions[1:]:
+        if spec.better(score, best):
+            best = score
+    return int(best)
 
 
 async def create_board(q: Statements, spec: BoardSpec, now_ms: int,
