@@ -431,7 +431,7 @@ def test_refusals_are_shown_plainly(board: Board, watched: Watched) -> None:
 
     page = watched.page
     watched.allow(r"status of 4(22|29|01) .*@ http://127\.0\.0\.1:\d+/score$")
-    watched.allow(r"status of 404 .*@ http://127\.0\.0\.1:\d+/users/rita$")  # no score yet
+    watched.allow(r"status of 404 .*@ http://127\.0\.0\.1:\d+/boards/default/users/rita$")  # none
     page.route("**/score", refuse)
     open_live(page, board.url)
     page.get_by_label("Paste your token").fill(board.token("rita", "Rita"))
@@ -522,3 +522,53 @@ def test_the_api_explorer_works_offline_under_its_csp(board: Board, watched: Wat
     page.wait_for_timeout(300)
     assert elsewhere == []
     assert watched.unexpected() == []
+
+
+# -- 8. boards --------------------------------------------------------------------------
+
+
+def test_a_person_switches_boards_and_a_link_opens_one(board: Board, watched: Watched) -> None:
+    admin = {"Authorization": f"Bearer {admin_token(board)}"}
+    made = board.http.put("/admin/boards/laps", headers=admin,
+                          json={"title": "Lap times", "sort": "asc", "operator": "best"})
+    assert made.status_code in (200, 201), made.text
+    for user, ms in (("ann", 61_000), ("ben", 59_500)):
+        r = board.http.post("/boards/laps/score", json={"user_id": user, "score": ms},
+                            headers={"Authorization": f"Bearer {board.token(user)}"})
+        assert r.status_code == 200, r.text
+
+    page = watched.page
+    open_live(page, board.url)
+    select = page.get_by_label("Board", exact=True)
+    expect(select).to_have_value("default")
+    select.select_option("laps")
+    assert page.url.endswith("/?board=laps")
+    expect(page.locator("#board-title")).to_have_text("Top 10 — Lap times")
+    expect(page.locator("#board-order")).to_have_text("(lowest first)")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    expect(rows(page)).to_have_count(2)
+    assert rows(page).evaluate_all("rows => rows.map(r => r.dataset.userId)") == ["ben", "ann"]
+
+    # Live on the board shown: a better lap moves ann up.
+    board.http.post("/boards/laps/score", json={"user_id": "ann", "score": 58_000},
+                    headers={"Authorization": f"Bearer {board.token('ann')}"})
+    expect(rows(page).first).to_have_attribute("data-user-id", "ann")
+
+    page.go_back()
+    expect(select).to_have_value("default")
+    expect(page.locator("#board-title")).to_have_text("Top 10 — Scoreboard")
+
+    # A link names the board: opened fresh, it shows that board.
+    other = watched.context.new_page()
+    other.goto(board.url + "/?board=laps")
+    expect(other.locator("#board-title")).to_have_text("Top 10 — Lap times")
+    expect(other.locator("#board-rows tr[data-user-id]")).to_have_count(2)
+    missing = watched.context.new_page()
+    missing.goto(board.url + "/?board=nope")
+    expect(missing.locator("#board-empty")).to_have_text("There is no such board.")
+
+
+def admin_token(board: Board) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": "root", "iat": now, "exp": now + 600,
+                       "scope": "scoreboard:admin"}, board.key, algorithm="HS256")

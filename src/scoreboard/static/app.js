@@ -4,7 +4,8 @@
 // that scores. Everything the server sends is data: the DOM is built with textContent
 // only, never from markup.
 
-const STREAM_URL = "/scores/stream";
+const DEFAULT_BOARD = "default";
+const BOARD_ID = /^[a-z0-9_-]{1,64}$/;
 const TOKEN_KEY = "scoreboard.token";
 const ACTION_KIND = "demo";
 const MAX_ACTION_WAIT_MS = 10000;
@@ -19,6 +20,8 @@ const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 const el = (id) => document.getElementById(id);
 
 const board = { rows: new Map(), version: -1, painted: false, empty: null };
+// The board shown: the URL names it (?board=id), so a link opens it.
+const view = { id: boardInUrl(), boards: new Map() };
 const live = { source: null, timer: 0, failures: 0 };
 const session = {
   token: null,
@@ -50,10 +53,19 @@ function setConnection(state) {
   el("board-note").textContent = stale ? "(last known — reconnecting)" : "";
 }
 
+function boardInUrl() {
+  const id = new URLSearchParams(window.location.search).get("board");
+  return id && BOARD_ID.test(id) ? id : DEFAULT_BOARD;
+}
+
+function streamUrl() {
+  return view.id === DEFAULT_BOARD ? "/scores/stream" : `/boards/${view.id}/stream`;
+}
+
 function connect() {
   clearTimeout(live.timer);
   if (live.source) live.source.close();
-  const source = new EventSource(STREAM_URL);
+  const source = new EventSource(streamUrl());
   live.source = source;
   source.addEventListener("open", () => {
     live.failures = 0;
@@ -91,6 +103,74 @@ function onScores(event) {
   if (Number.isFinite(version)) board.version = version;
   setConnection("live");
   renderBoard(entries);
+}
+
+/* -------------------------------------------------------------------- boards */
+
+async function loadBoards() {
+  try {
+    const response = await fetch("/boards", { cache: "no-cache" });
+    if (!response.ok) return;
+    const listed = await response.json();
+    view.boards = new Map(listed.map((b) => [b.id, b]));
+  } catch {
+    return; // the default board still works; the list comes with the next visit
+  }
+  const select = el("board-select");
+  select.replaceChildren(...[...view.boards.values()].map((b) => {
+    const option = document.createElement("option");
+    option.value = b.id;
+    option.textContent = b.title;
+    return option;
+  }));
+  if (!view.boards.has(view.id)) {
+    const missing = document.createElement("option");
+    missing.value = view.id;
+    missing.textContent = `${view.id} (no such board)`;
+    select.append(missing);
+  }
+  select.value = view.id;
+  showBoardTitle();
+}
+
+function showBoardTitle() {
+  const shown = view.boards.get(view.id);
+  el("board-title").textContent = shown ? `Top 10 — ${shown.title}` : "Top 10";
+  el("board-order").textContent = shown && shown.sort === "asc" ? "(lowest first)" : "";
+  document.title = shown ? `${shown.title} — live top 10` : "Scoreboard — live top 10";
+  if (view.boards.size && !shown) {
+    live.source?.close();
+    clearBoard();
+    el("board-note").textContent = "";
+    board.empty.firstElementChild.textContent = "There is no such board.";
+  }
+}
+
+function switchBoard(id, remember) {
+  if (id === view.id) return;
+  view.id = id;
+  if (remember) {
+    const url = id === DEFAULT_BOARD ? "/" : `/?board=${encodeURIComponent(id)}`;
+    window.history.pushState({ board: id }, "", url);
+  }
+  el("board-select").value = id;
+  clearBoard();
+  setConnection("connecting");
+  showBoardTitle();
+  if (view.boards.has(id) || !view.boards.size) connect();
+  if (session.userId) showStanding();
+}
+
+function clearBoard() {
+  for (const row of board.rows.values()) {
+    clearTimeout(row.timer);
+    row.tr.remove();
+  }
+  board.rows.clear();
+  board.version = -1;
+  board.painted = false;
+  showEmpty(true);
+  board.empty.firstElementChild.textContent = "Waiting for scores…";
 }
 
 /* --------------------------------------------------------------------- board */
@@ -319,7 +399,8 @@ function watchExpiry(exp) {
   }
 }
 
-// The signed-in user's standing: from the board when they are on it, else asked for.
+// The signed-in user's standing on the board shown: from its rows when they are on
+// them, else asked for.
 async function showStanding() {
   const userId = session.userId;
   const row = board.rows.get(userId);
@@ -328,8 +409,9 @@ async function showStanding() {
     return;
   }
   const asked = messages;
+  const path = `/boards/${view.id}/users/${encodeURIComponent(userId)}`;
   try {
-    const response = await fetch(`/users/${encodeURIComponent(userId)}`, { cache: "no-store" });
+    const response = await fetch(path, { cache: "no-store" });
     if (session.userId !== userId || messages !== asked) return;
     if (response.status === 404) {
       say("No score yet — complete an action to get on the board.", "info");
@@ -631,10 +713,17 @@ function start() {
   });
   restoreSession();
 
-  connect();
+  el("board-select").addEventListener("change", (event) => switchBoard(event.target.value, true));
+  window.addEventListener("popstate", () => switchBoard(boardInUrl(), false));
+  // The default board always exists: its stream opens at once; another's once the list
+  // says it is there.
+  if (view.id === DEFAULT_BOARD) connect();
+  loadBoards().then(() => {
+    if (view.id !== DEFAULT_BOARD && view.boards.has(view.id)) connect();
+  });
   // Back online: do not wait for the next retry.
   window.addEventListener("online", () => {
-    if (live.source.readyState !== EventSource.OPEN) connect();
+    if (live.source && live.source.readyState !== EventSource.OPEN) connect();
   });
 }
 
