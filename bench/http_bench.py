@@ -46,6 +46,7 @@ WRK_SCRIPT = BENCH_DIR / "wrk.lua"
 RESULTS = BENCH_DIR / "results" / "http.json"
 GET_TARGET_RATIO = 0.5  # GET /scores must reach half of nginx's rate
 POST_TARGET_RATE = 8000.0  # durable POST /score per second
+SPREAD_TARGET_RATIO = 0.9  # POSTs spread over many boards, against one board
 SEED_USERS = 10  # users with distinct scores >= 10, so the top 10 looks like a real board
 # The configurations: where the server stores, and whether it shares through Redis.
 CONFIGS = {
@@ -144,6 +145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated configurations to run one after another: {', '.join(CONFIGS)}"
         " (embedded: SQLite; postgres: PostgreSQL; shared: PostgreSQL + Redis)",
     )
+    parser.add_argument("--boards", type=int, default=0,
+                        help="then POST again, spread over this many boards (issue 12: 100)")
     parser.add_argument("--compare", action="store_true",
                         help="--configs embedded,postgres,shared: side by side")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, db)")
@@ -281,12 +284,24 @@ def bench_env(keep_tmp: bool, config: str, postgres: str) -> Iterator[Env]:
 
 
 
-def append_requests(path: Path, secret: str, start: int, count: int) -> None:
-    """Lines "user_id token key" for bench/wrk.lua; index i is user u<i>, key k<i>."""
+def append_requests(path: Path, secret: str, start: int, count: int, boards: int = 0) -> None:
+    """Lines "user_id token key [path]" for bench/wrk.lua; index i is user u<i>, key k<i>;
+    with ``boards``, request i writes board b<i % boards>."""
     with path.open("a") as out:
         for i in range(start, start + count):
             user = f"u{i:07d}"
-            out.write(f"{user} {token(secret, user)} k{i}\n")
+            where = f" /boards/b{i % boards:03d}/score" if boards else ""
+            out.write(f"{user} {token(secret, user)} k{i}{where}\n")
+
+
+def make_boards(env: Env, count: int) -> None:
+    """``count`` increment boards b000, b001, ... on the server."""
+    admin = token(env.secret, "bench-admin", scope="scoreboard:admin")
+    with httpx.Client(base_url=env.server_url, timeout=30) as client:
+        for i in range(count):
+            made = client.put(f"/admin/boards/b{i:03d}", json={"title": f"Board {i}"},
+                              headers={"Authorization": f"Bearer {admin}"})
+            made.raise_for_status()
 
 
 def seed_board(env: Env) -> None:
@@ -354,14 +369,17 @@ def measure_get(name: str, url: str, args: argparse.Namespace) -> WrkResult:
     return run_wrk(name, url, args, args.duration)
 
 
-def measure_post(env: Env, args: argparse.Namespace) -> tuple[WrkResult, dict[str, int], int]:
-    """Warm up, then measure.
+def measure_post(env: Env, args: argparse.Namespace, boards: int = 0,
+                 ) -> tuple[WrkResult, dict[str, int], int]:
+    """Warm up, then measure (with ``boards``, every request to one of that many boards,
+    in turn).
 
     Returns the run, the server's count of updates by outcome during it, and the first
     request index it used.
     """
-    requests = env.tmp / "requests.txt"
-    append_requests(requests, env.secret, 0, args.requests)
+    requests = env.tmp / f"requests-{boards}.txt"
+    base = 10_000_000 if boards else 0  # users of their own: first writes, like the others
+    append_requests(requests, env.secret, base, args.requests, boards)
     available = args.requests
     warm = run_wrk("POST warm-up", env.server_url, args, args.warmup, requests, 0)
     check_not_exhausted(warm)
@@ -369,9 +387,11 @@ def measure_post(env: Env, args: argparse.Namespace) -> tuple[WrkResult, dict[st
     # Never run out of fresh lines: twice the warm-up rate over the run, plus slack.
     needed = int(warm.rate * args.duration * 2) + 20_000
     if available - first < needed:
-        append_requests(requests, env.secret, available, needed - (available - first))
+        append_requests(requests, env.secret, base + available, needed - (available - first),
+                        boards)
     before = update_counts(env)
-    run = run_wrk("POST /score (durable)", env.server_url, args, args.duration, requests, first)
+    name = f"POST over {boards} boards" if boards else "POST /score (durable)"
+    run = run_wrk(name, env.server_url, args, args.duration, requests, first)
     check_not_exhausted(run)
     time.sleep(0.5)  # let requests that were in flight when wrk stopped finish
     after = update_counts(env)
@@ -545,12 +565,25 @@ def run_config(config: str, args: argparse.Namespace,
         get = measure_get("GET /scores", f"{env.server_url}/scores", args)
         post, outcomes, first = measure_post(env, args)
         problems = check_post(env, post, first, outcomes, args.post_connections)
+        spread = None
+        if args.boards:
+            make_boards(env, args.boards)
+            spread, spread_outcomes, _ = measure_post(env, args, args.boards)
+            extra = spread_outcomes.get("accepted", 0) - spread.statuses.get("200", 0)
+            if not 0 <= extra <= 2 * args.post_connections:
+                problems.append(f"spread: server accepted {extra:+d} updates vs wrk's 200s")
         stop(env.processes[0])  # the server: whatever it logs on the way out counts too
         logged = log_problems(env)
         for line in logged[:10]:
             print(f"  log: {line}")
         problems += [f"{len(logged)} warning/error lines in the logs"] if logged else []
         summary = report(config, [nginx, get, post], outcomes, problems)
+        if spread is not None:
+            ratio = spread.rate / post.rate if post.rate else 0.0
+            print(f"{spread.name}: {spread.rate:.0f}/s, p50 {spread.p50_ms:.1f} ms, p99 "
+                  f"{spread.p99_ms:.1f} ms; x{ratio:.2f} the single board's rate (target >= "
+                  f"{SPREAD_TARGET_RATIO}: {verdict(ratio >= SPREAD_TARGET_RATIO)})")
+            summary["spread"] = asdict(spread) | {"rate": spread.rate, "ratio": ratio}
         summary["log_problems"] = logged[:50]
         summary["load_average"] = [load, load_average()]  # at the start, at the end
         if any(r.non_200 for r in (nginx, get, post)):

@@ -64,10 +64,10 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def token(secret: str, user_id: str, name: str | None = None) -> str:
+def token(secret: str, user_id: str, name: str | None = None, **extra: object) -> str:
     """An HS256 token for ``user_id``, valid for an hour."""
     now = int(time.time())
-    claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + 3600}
+    claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + 3600, **extra}
     if name:
         claims["name"] = name
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -3,8 +3,9 @@
 -- Always: done() prints one line "BENCH_JSON {...}" with the numbers the Python side
 -- needs (rate inputs, p50/p99, errors), so it never parses wrk's human-readable text.
 --
--- With BENCH_POST_FILE set: every request is a POST /score taken from that file, one
--- line "user_id token idempotency_key" each, and no line is ever sent twice.
+-- With BENCH_POST_FILE set: every request is a POST taken from that file, one line
+-- "user_id token idempotency_key [path]" each (path: /score unless given), and no line
+-- is ever sent twice.
 -- Script args (after "--"): first index to use, number of wrk threads. Thread i sends
 -- lines first+i, first+i+T, first+i+2T, ... so threads never share a line.
 -- Without BENCH_POST_FILE no request() is defined and wrk sends its static GET, so
@@ -52,9 +53,10 @@ if post_file then
       cursor = cursor + 1
       generated = generated + 1
       last_index = entry[1]
-      local user, token, key = entry[2]:match("^(%S+) (%S+) (%S+)$")
+      local user, token, key, path = entry[2]:match("^(%S+) (%S+) (%S+) ?(%S*)$")
+      if path == "" then path = "/score" end
       local body = '{"user_id":"' .. user .. '","increment":1}'
-      return wrk.format("POST", "/score", {
+      return wrk.format("POST", path, {
          ["Authorization"] = "Bearer " .. token,
          ["Content-Type"] = "application/json",
          ["Idempotency-Key"] = key,

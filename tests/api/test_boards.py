@@ -265,7 +265,8 @@ async def test_a_cursor_is_the_servers_for_that_board_only(server: Server) -> No
             ).status_code == 200
     problem(await server.client.get(f"/boards/weekly/scores?after={cursor}"), 422)
     body, tag = cursor.split(".")
-    for forged in (cursor + "x", f"{body}.{tag[:-1]}A", "nope", "", f"{tag}.{body}"):
+    other = "B" if tag[0] == "A" else "A"
+    for forged in (cursor + "x", f"{body}.{other}{tag[1:]}", "nope", "", f"{tag}.{body}"):
         problem(await server.client.get(f"/scores?after={forged}"), 422)
     problem(await server.client.get("/boards/weekly/scores?limit=0"), 422)
 

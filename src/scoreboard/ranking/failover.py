@@ -213,13 +213,13 @@ class FailoverRanking:
             self._boards = {board.id: board for board in boards}
             for board in boards:
                 self._redis.define(board)
-            entries = {board.id: await self._store.entries(board) for board in boards}
+            entries = {board.id: list(await self._store.entries(board)) for board in boards}
             rebuilt = await self._rebuild(entries, await self._store.banned())
         finally:
             self._restoring = False
         if rebuilt:
             log.info("ranking_rebuilt", source="store", boards=len(entries),
-                     entries=sum(map(len, entries.values())),
+                     entries=sum(len(rows) for rows in entries.values()),
                      seconds=round(time.perf_counter() - started, 3))
 
     async def _rebuild(self, entries: dict[str, list[Entry]], banned: set[str] | None) -> bool:

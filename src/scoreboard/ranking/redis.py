@@ -433,7 +433,9 @@ class RedisRanking:
                 user: key_of(k.sort, int(held[2 * i + 1]),
                              seq_of(k.sort, _text(held[2 * i])[:SEQ_DIGITS]), user)
                 for i, user in enumerate(users) if held[2 * i] != b""}
-            previews[board_id] = BatchPreview(k.sort, counted.__getitem__, committed.get)
+            previews[board_id] = BatchPreview(
+                lambda e, sort=k.sort: key_of(sort, e.score, e.seq, e.user_id),  # type: ignore[misc]
+                counted.__getitem__, committed.get)
         return [previews[e.board].rank_after(e) for e in entries]
 
     async def has_boards(self) -> bool:

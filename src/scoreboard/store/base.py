@@ -9,7 +9,7 @@ of its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -168,8 +168,9 @@ class Store(Protocol):
     async def boards(self) -> list[Board]:
         """Every live board (not deleted), ordered by id."""
 
-    async def entries(self, board: Board) -> list[Entry]:
-        """Every entry of the board's current season except banned users', with names."""
+    async def entries(self, board: Board) -> Iterator[Entry]:
+        """Every entry of the board's current season except banned users', with names,
+        to be taken once (a big board is not held in a list)."""
 
     async def banned(self) -> set[str]: ...
 

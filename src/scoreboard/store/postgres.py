@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
@@ -376,9 +376,11 @@ class PostgresStore:
     async def boards(self) -> list[Board]:
         return [sql.board(row) for row in await self._rows(_q(sql.BOARDS))]
 
-    async def entries(self, board: Board) -> list[Entry]:
+    async def entries(self, board: Board) -> Iterator[Entry]:
+        names = dict(await self._rows(_q(sql.NAMES)))
+        banned = {row[0] for row in await self._rows(_q(sql.BANNED))}
         rows = await self._rows(_q(sql.ENTRIES), (board.id, board.season))
-        return [sql.entry(board.id, row) for row in rows]
+        return sql.entries(board.id, rows, names, banned)
 
     async def banned(self) -> set[str]:
         return {row[0] for row in await self._rows("SELECT user_id FROM bans")}

@@ -6,6 +6,7 @@ in each store's own module.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from scoreboard.model import (
@@ -79,9 +80,11 @@ DELETE_BOARD = "UPDATE boards SET deleted_ms = ? WHERE id = ? AND deleted_ms IS 
 _NOT_BANNED = "NOT EXISTS (SELECT 1 FROM bans WHERE bans.user_id = e.user_id)"
 _ENTRY = "e.user_id, e.score, e.seq, u.name"
 _FROM = "FROM entries e LEFT JOIN users u ON u.user_id = e.user_id"
-ENTRIES = (
-    f"SELECT {_ENTRY} {_FROM} WHERE e.board = ? AND e.season = ? AND {_NOT_BANNED}"
-)
+# A whole board (a rebuild): the entries alone, then the names and bans apart — a join
+# per row costs more than the two small lookups.
+ENTRIES = "SELECT user_id, score, seq FROM entries WHERE board = ? AND season = ?"
+NAMES = "SELECT user_id, name FROM users WHERE name IS NOT NULL"
+BANNED = "SELECT user_id FROM bans"
 ENTRIES_OF = (  # a user's entries on every live board's current season
     f"SELECT e.board, {_ENTRY} {_FROM} JOIN boards b ON b.id = e.board "
     "AND b.season = e.season AND b.deleted_ms IS NULL WHERE e.user_id = ? ORDER BY e.board"
@@ -161,6 +164,14 @@ def board(row: Any) -> Board:
     board_id, title, sort, operator, reset, timezone, season, started_ms = row
     return Board(BoardSpec(board_id, title, sort, operator, reset, timezone), season,
                  started_ms)
+
+
+def entries(board_id: str, rows: Iterable[Any], names: dict[str, str],
+            banned: set[str]) -> Iterator[Entry]:
+    """The rows of ENTRIES, with names, banned users left out, as they are read."""
+    named = names.get
+    return (Entry(board_id, user_id, score, seq, named(user_id))
+            for user_id, score, seq in rows if user_id not in banned)
 
 
 def entry(board_id: str, row: Any) -> Entry:

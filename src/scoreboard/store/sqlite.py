@@ -16,7 +16,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -259,15 +259,17 @@ class SQLiteStore:
     async def boards(self) -> list[Board]:
         return [sql.board(row) for row in self._reads(sql.BOARDS, ())]
 
-    async def entries(self, board: Board) -> list[Entry]:
-        def load() -> list[Entry]:
-            rows = self._read().execute(sql.ENTRIES, (board.id, board.season))
-            return [sql.entry(board.id, row) for row in rows]
-
+    async def entries(self, board: Board) -> Iterator[Entry]:
+        """Read as they are taken: a million rows are never held at once (the ranking
+        keeps what it needs of each), which keeps the process's peak memory down."""
         try:
-            return await asyncio.to_thread(load)
+            conn = self._read()
+            names = dict(conn.execute(sql.NAMES).fetchall())
+            banned = {row[0] for row in conn.execute(sql.BANNED)}
+            rows = conn.execute(sql.ENTRIES, (board.id, board.season))
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
+        return _translated(sql.entries(board.id, rows, names, banned))
 
     async def top(self, board: Board, limit: int, after: Entry | None = None,
                   offset: int = 0) -> list[RankedUser]:
@@ -359,6 +361,13 @@ class SQLiteStore:
         if self._reader is None:
             raise StoreUnavailable("the store is closed")
         return self._reader
+
+
+def _translated(rows: Iterator[Entry]) -> Iterator[Entry]:
+    try:
+        yield from rows
+    except sqlite3.Error as exc:
+        raise StoreUnavailable() from exc
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
