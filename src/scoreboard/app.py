@@ -29,6 +29,7 @@ from scoreboard.api.live import LiveRoutes
 from scoreboard.api.openapi import install_openapi
 from scoreboard.api.page import load_assets, page_router
 from scoreboard.api.routes import install_error_handlers, router
+from scoreboard.api.seasons import seasons_router
 from scoreboard.auth import TokenSigner, TokenVerifier
 from scoreboard.broker.base import Broker
 from scoreboard.broker.memory import MemoryBroker
@@ -141,7 +142,8 @@ def create_app(settings: Settings) -> Edge:
                       max_queue=settings.commit_queue_limit, actions=settings.actions,
                       require_action=settings.require_action, max_boards=settings.max_boards,
                       on_flag=metrics.flagged, on_rebuild=metrics.rebuilt,
-                      on_board_gone=hub.board_gone)
+                      on_board_gone=hub.board_gone, on_reset=metrics.season_reset,
+                      on_stored=metrics.standings_stored)
     access_log = AccessLog(enabled=level_number(settings.log_level) <= logging.INFO)
     scores = ScoreRoutes(service, verifier, limits, metrics, settings.max_increment)
     live = LiveRoutes(hub, service.boards.find, settings.cors_origins)
@@ -217,6 +219,7 @@ def create_app(settings: Settings) -> Edge:
     api.router.routes.extend(route for _, route, _ in hot)
     api.include_router(router)
     api.include_router(boards_router)
+    api.include_router(seasons_router)
     api.include_router(admin_router)
     signer = TokenSigner(settings) if settings.uses_dev_key else None
     api.include_router(page_router(load_assets(settings.uses_dev_key, settings.docs), signer))

@@ -6,7 +6,12 @@ transaction.
       -> write the ledger, entries, names, tickets (sent, not waited for)
       -> ranks of the new entries (one ranking call for the batch)
       -> remember each keyed answer -> COMMIT
-    after: ranking.apply -> snapshots of the boards whose top changed -> velocity
+    after: boards whose season moved on elsewhere -> ranking.apply -> snapshots of the
+           boards whose top changed -> velocity
+
+A season reset runs alone (``seasons.reset``); after it, every instance learns of it
+(a notice), the ranking starts the new season, live clients get its empty standings,
+and the closed season's final standings are stored (``standings.py``).
 """
 
 from __future__ import annotations
@@ -33,14 +38,18 @@ from scoreboard.jobs import (
     Moderation,
     Outcome,
     ScoreUpdate,
+    SeasonReset,
+    SeasonsReset,
     TicketRequest,
     UpdateResult,
 )
-from scoreboard.model import Entry, SecurityEvent, StoredResponse
+from scoreboard.model import Board, Entry, SecurityEvent, StoredResponse, rfc3339
 from scoreboard.moderation import change_board, moderate
 from scoreboard.plan import Plan, Staged
 from scoreboard.ranking.base import Ranking
 from scoreboard.reads import Reads
+from scoreboard.seasons import reset
+from scoreboard.standings import Standings
 from scoreboard.store.base import BatchRead, Key, Transaction
 
 KEY_RETENTION_MS = 25 * 3600 * 1000  # API promise: at least 24 hours
@@ -57,10 +66,13 @@ def alone(job: Job) -> bool:
 
 class BatchWork:
     def __init__(self, ranking: Ranking, reads: Reads, catalog: BoardCatalog, broker: Broker,
-                 velocity: Velocity, clock: Callable[[], float], max_boards: int,
-                 on_flag: Callable[[str], None],
-                 on_board_gone: Callable[[str], None] = lambda board_id: None) -> None:
+                 velocity: Velocity, standings: Standings, clock: Callable[[], float],
+                 max_boards: int, on_flag: Callable[[str], None],
+                 on_board_gone: Callable[[str], None] = lambda board_id: None,
+                 on_reset: Callable[[int], None] = lambda closed: None) -> None:
         self._on_board_gone = on_board_gone
+        self._on_reset = on_reset
+        self._standings = standings
         self._ranking = ranking
         self._reads = reads
         self._catalog = catalog
@@ -80,6 +92,8 @@ class BatchWork:
             return [await moderate(tx, jobs[0], self._catalog.all(), now_ms)]
         if len(jobs) == 1 and isinstance(jobs[0], BoardChange):
             return [await change_board(tx, jobs[0], self._max_boards, now_ms)]
+        if len(jobs) == 1 and isinstance(jobs[0], SeasonReset):
+            return [await reset(tx, jobs[0], now_ms)]
         results = await self._batch(tx, jobs, now_ms)
         if now_ms >= self._next_purge_ms:
             self._next_purge_ms = now_ms + PURGE_EVERY_MS
@@ -148,7 +162,8 @@ class BatchWork:
                 response = StoredResponse(u.fingerprint, 200, orjson.dumps(answer))
                 if u.key is not None:
                     remembered.append(((u.sub, u.key), response))
-                results[i] = UpdateResult(response, entry, points=r.points)
+                results[i] = UpdateResult(response, entry, points=r.points,
+                                          board=plan.state.boards[entry.board])
             await tx.remember(remembered)
         return cast(list[Outcome | ScoreboardError], results)
 
@@ -160,6 +175,10 @@ class BatchWork:
         for r in results:
             if isinstance(r, UpdateResult) and r.entry is not None:
                 entries.append(r.entry)
+                if r.board is not None:
+                    changed |= await self.catch_up(r.board)
+            elif isinstance(r, SeasonsReset):
+                changed |= await self._reset(r)
             elif isinstance(r, Moderated):
                 changed |= await self._moderated(r)
             elif isinstance(r, BoardChanged):
@@ -173,6 +192,32 @@ class BatchWork:
                                if isinstance(r, UpdateResult) and r.points)
         if changed:
             await self._reads.publish([b for b in map(self._catalog.get, sorted(changed)) if b])
+
+    async def catch_up(self, board: Board) -> set[str]:
+        """The board as a transaction read it: when its season moved on (here or on
+        another instance that this one has not heard from yet), serve the new one."""
+        known = self._catalog.get(board.id)
+        if known is None or board.season <= known.season:
+            return set()
+        self._catalog.put(board)
+        self._reads.forget(board.id)
+        await self._ranking.new_season(board)
+        return {board.id}
+
+    async def _reset(self, r: SeasonsReset) -> set[str]:
+        board = r.board
+        if board is None:
+            return set()
+        changed = await self.catch_up(board)
+        if not r.closed:
+            return changed
+        log.info("season_reset", board=board.id, closed=r.closed, season=board.season,
+                 started_at=rfc3339(board.season_started_ms))
+        self._on_reset(len(r.closed))
+        await self._broker.publish(Notice("boards", board.id))  # every instance moves on
+        for season in r.closed:
+            self._standings.store_later(board, season)
+        return changed | {board.id}
 
     async def _moderated(self, r: Moderated) -> set[str]:
         if r.action == "ban":

@@ -8,10 +8,11 @@ this instance does not know yet is looked up in the store before it is called un
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
-from scoreboard.model import Board, BoardSpec
+from scoreboard.model import Board
 from scoreboard.store.base import Store
 
 RELOAD_AT_MOST_EVERY = 1.0  # seconds between reloads for an unknown board id
@@ -23,6 +24,7 @@ class BoardCatalog:
         self._clock = clock
         self._boards: dict[str, Board] = {}
         self._loaded_at = float("-inf")
+        self.changed = asyncio.Event()  # set at every change (the season scheduler waits)
 
     async def load(self) -> tuple[list[Board], list[str]]:
         """Read the list again: the boards that are new or changed here, and the ids of
@@ -32,6 +34,8 @@ class BoardCatalog:
         changed = [b for b in fresh.values() if self._boards.get(b.id) != b]
         gone = [board_id for board_id in self._boards if board_id not in fresh]
         self._boards = fresh
+        if changed or gone:
+            self.changed.set()
         return changed, gone
 
     def get(self, board_id: str) -> Board | None:
@@ -54,12 +58,8 @@ class BoardCatalog:
 
     def put(self, board: Board) -> None:
         self._boards[board.id] = board
-
-    def retitle(self, spec: BoardSpec) -> Board | None:
-        board = self._boards.get(spec.id)
-        if board is not None:
-            board = self._boards[spec.id] = Board(spec, board.season, board.season_started_ms)
-        return board
+        self.changed.set()
 
     def remove(self, board_id: str) -> None:
         self._boards.pop(board_id, None)
+        self.changed.set()

@@ -2,8 +2,8 @@
 
 Every write of the service is one of these jobs, so that all of them are ordered,
 batched and made durable the same way (``groupcommit.py``). Score updates, tickets,
-security events and flags share batches; a moderation or a board change runs in a
-transaction of its own, in its place in the queue.
+security events and flags share batches; a moderation, a board change or a season
+reset runs in a transaction of its own, in its place in the queue.
 """
 
 from __future__ import annotations
@@ -66,9 +66,21 @@ class BoardChange:
     spec: BoardSpec
 
 
-ALONE = (Moderation, BoardChange)  # each in a transaction of its own
+@dataclass(frozen=True, slots=True)
+class SeasonReset:
+    """Close a board's season and open the next: when the schedule says (``season`` is
+    the one due to close: every period due since is closed too, each at its scheduled
+    time), or now, by an administrator (``admin``; ``season`` None)."""
 
-Job = ScoreUpdate | TicketRequest | EventBatch | FlagRequest | Moderation | BoardChange
+    board: str
+    season: int | None = None
+    admin: str | None = None
+
+
+ALONE = (Moderation, BoardChange, SeasonReset)  # each in a transaction of its own
+
+Job = (ScoreUpdate | TicketRequest | EventBatch | FlagRequest | Moderation | BoardChange
+       | SeasonReset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +89,7 @@ class UpdateResult:
     entry: Entry | None  # None for a replay
     replayed: bool = False
     points: int = 0  # what velocity counts: an increment's or a ticket's points
+    board: Board | None = None  # the entry's board as the transaction read it
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,4 +117,13 @@ class BoardChanged:
     board: Board | None
 
 
-Outcome = UpdateResult | Ticket | Flagged | Moderated | BoardChanged | None
+@dataclass(frozen=True, slots=True)
+class SeasonsReset:
+    """The board after a reset (None: it is gone) and the seasons the reset closed (none:
+    another instance had reset it already)."""
+
+    board: Board | None
+    closed: list[int] = field(default_factory=list)
+
+
+Outcome = UpdateResult | Ticket | Flagged | Moderated | BoardChanged | SeasonsReset | None

@@ -18,11 +18,13 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+import orjson
 import structlog
 from starlette.types import Message, Send
 
 from scoreboard.broker.base import Snapshot
 from scoreboard.errors import ScoreboardError
+from scoreboard.model import rfc3339
 from scoreboard.transport.steps import take_over
 
 HEARTBEAT_SECONDS = 10.0  # API.md: a comment at least every 15 s
@@ -63,7 +65,8 @@ SSE_PING_CHUNK = chunk(SSE_PING)
 
 @dataclass(frozen=True, slots=True)
 class Frames:
-    """One snapshot, serialised once for every kind of subscriber."""
+    """One snapshot, serialised once for every kind of subscriber; with the event that
+    announces its season, for subscribers who last got one of an earlier season."""
 
     version: int
     scores: bytes
@@ -71,15 +74,26 @@ class Frames:
     sse_chunk: bytes  # the SSE event framed as one chunk, for ``DirectBody``
     sse_ping_chunk: bytes  # a ping comment, then the event: two chunks, one write
     ws: str
+    season: int  # 0: not known yet (no snapshot of the board has arrived)
+    season_sse: bytes
+    season_ws: str
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> Frames:
         sse = b"event: scores\nid: %d\ndata: %s\n\n" % (snapshot.version, snapshot.scores)
         ws = b'{"type":"scores","board":"%s","version":%d,"scores":%s}' % (
             snapshot.board.encode(), snapshot.version, snapshot.scores)
+        season = orjson.dumps({"board": snapshot.board, "season": snapshot.season,
+                               "started_at": rfc3339(snapshot.season_started_ms)})
         framed = chunk(sse)
         return cls(snapshot.version, snapshot.scores, sse, framed, SSE_PING_CHUNK + framed,
-                   ws.decode())
+                   ws.decode(), snapshot.season, b"event: season\ndata: %s\n\n" % season,
+                   '{"type":"season",' + season[1:].decode())
+
+    @classmethod
+    def placeholder(cls, board: str) -> Frames:
+        """An empty board's, until its first snapshot comes (its season not known)."""
+        return cls.of(Snapshot(board, 0, b"[]", season=0))
 
 
 class Subscriber:
@@ -96,21 +110,28 @@ class Subscriber:
     Heartbeats: a ping comment is owed (``ping_due``) from one beat to the next; the
     next push carries it in the same write, and one still owed at the next beat goes
     out alone (``beat``). A busy board costs no socket write for pings at all.
+
+    Seasons: the first push of a new season is the connection's task's to write, after
+    the event that announces the season (``season_message``).
     """
 
-    __slots__ = ("_blocked", "_busy", "_direct", "_message", "_ping", "_send", "_waiter",
-                 "_woken", "address", "board", "closed", "frames", "ping_due", "ready",
-                 "reason", "sent_version", "stuck_since", "task")
+    __slots__ = ("_blocked", "_busy", "_direct", "_message", "_ping", "_season_message",
+                 "_send", "_waiter", "_woken", "address", "board", "closed", "frames",
+                 "ping_due", "ready", "reason", "season", "sent_version", "stuck_since",
+                 "task")
 
     def __init__(self, address: str, frames: Frames, send: Send,
                  message: Callable[[Frames], Message], ping: Message | None,
-                 direct: ChunkWriter | None = None) -> None:
+                 direct: ChunkWriter | None = None,
+                 season_message: Callable[[Frames], Message] | None = None) -> None:
         self.address = address
         self.board = ""
         self.frames = frames
+        self.season = frames.season
         self._direct = direct
         self._send = send
         self._message = message
+        self._season_message = season_message
         self._ping = ping
         self.sent_version = -1
         self.ping_due = False
@@ -132,6 +153,12 @@ class Subscriber:
         # Runs once per subscriber per push: the checks are inlined (``_idle``).
         if frames.version <= self.sent_version:
             return  # it has this one already (it joined since, or a sweep passed twice)
+        if frames.season != self.season:
+            if self.season:  # a new season: its event first, from ``run``
+                self.frames = frames
+                self._wake()
+                return
+            self.season = frames.season  # the board's first snapshot: nothing to announce
         if self.ready and not self._busy and self._blocked is None and not self.closed:
             direct = self._direct
             if direct is not None:
@@ -205,8 +232,9 @@ class Subscriber:
     async def run(self) -> None:
         """The connection's own task: the snapshot, then whatever the hub could not write."""
         try:
-            await self._write(self._message(self.frames))
-            self.sent_version = self.frames.version
+            frames = self.frames
+            await self._write(self._message(frames))
+            self.sent_version, self.season = frames.version, frames.season
             self.ready = True
             while not self.closed:
                 await self._sleep()
@@ -216,6 +244,10 @@ class Subscriber:
                 if self.closed:
                     return
                 if frames.version > self.sent_version:
+                    if frames.season != self.season:
+                        if self.season and self._season_message is not None:
+                            await self._write(self._season_message(frames))
+                        self.season = frames.season
                     await self._write(self._message(frames))
                     self.sent_version = frames.version
                 if self.ping_due and self._ping is not None:
@@ -280,7 +312,7 @@ class _Feed:
     def __init__(self, hub: Hub, board: str) -> None:
         self.hub = hub
         self.subscribers: set[Subscriber] = set()
-        self.newest = Frames.of(Snapshot(board, 0, b"[]"))
+        self.newest = Frames.placeholder(board)
         self._unswept_since: float | None = None  # oldest change not yet in a sweep
         self._last_push = float("-inf")
         self._sweeping = False
@@ -288,8 +320,15 @@ class _Feed:
 
     def offer(self, snapshot: Snapshot) -> None:
         newest = self.newest
-        if snapshot.version <= newest.version or snapshot.scores == newest.scores:
-            return  # older, or the top 10 clients already have (a change below it)
+        if snapshot.season < newest.season:
+            return  # a closed season's, applied late somewhere
+        same_season = snapshot.season == newest.season
+        if same_season and snapshot.version <= newest.version:
+            return  # older
+        if snapshot.scores == newest.scores and (same_season or not newest.season):
+            if not same_season:  # the board's first snapshot: its season is known now
+                self.newest = Frames.of(snapshot)
+            return  # the top 10 clients already have (a change below it)
         self.newest = Frames.of(snapshot)
         if self._unswept_since is None:
             self._unswept_since = time.monotonic()
@@ -414,10 +453,12 @@ class Hub:
             del self._per_address[address]
 
     def join(self, board: str, address: str, send: Send, message: Callable[[Frames], Message],
-             ping: Message | None, direct: ChunkWriter | None = None) -> Subscriber:
+             ping: Message | None, direct: ChunkWriter | None = None,
+             season_message: Callable[[Frames], Message] | None = None) -> Subscriber:
         """Subscribe a connection (already counted in by ``connect``) to a board."""
         feed = self._feed(board)
-        subscriber = Subscriber(address, feed.newest, send, message, ping, direct)
+        subscriber = Subscriber(address, feed.newest, send, message, ping, direct,
+                                season_message)
         subscriber.board = board
         feed.subscribers.add(subscriber)
         return subscriber

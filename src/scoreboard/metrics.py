@@ -61,6 +61,16 @@ class Metrics:
             "scoreboard_users_flagged", "Users flagged by detection, by reason",
             ["reason"], registry=self.registry,
         )
+        self._resets = Counter(
+            "scoreboard_season_resets", "Season resets this instance committed (each closes "
+            "one season of one board)", registry=self.registry,
+        )
+        self._stored = Histogram(
+            "scoreboard_standings_store_seconds",
+            "How long storing a closed season's final standings took",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=self.registry,
+        )
         self._redis_up: Gauge | None = None  # exported only when Redis is configured
         self._live = Gauge("scoreboard_live_connections", "Open SSE and WebSocket connections",
                            registry=self.registry)
@@ -98,6 +108,12 @@ class Metrics:
 
     def flagged(self, reason: str) -> None:
         self._flagged.labels(reason).inc()
+
+    def season_reset(self, closed: int) -> None:
+        self._resets.inc(closed)
+
+    def standings_stored(self, seconds: float) -> None:
+        self._stored.observe(seconds)
 
     def push(self, seconds: float) -> None:
         self._push_latency.observe(seconds)

@@ -77,7 +77,7 @@ class Board:
 
 
 class Entry(NamedTuple):
-    """A user's entry on a board's current season, as the store holds it.
+    """A user's entry on one season of a board, as the store holds it.
 
     ``seq`` is the ledger id of the write that reached ``score``: it only grows, so on
     equal scores the smaller ``seq`` reached the score first and ranks higher. (A tuple:
@@ -85,10 +85,23 @@ class Entry(NamedTuple):
     """
 
     board: str
+    season: int
     user_id: str
     score: int
     seq: int
     name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Season:
+    """One season of a board: open while ``ended_ms`` is None; its final standings are
+    stored once it closed (``stored_ms``)."""
+
+    board: str
+    season: int
+    started_ms: int
+    ended_ms: int | None = None
+    stored_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

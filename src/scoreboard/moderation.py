@@ -23,7 +23,7 @@ async def moderate(tx: Transaction, job: Moderation, boards: Sequence[Board],
     if job.action == "ban":
         detail = "banned" if await tx.ban(job.user_id, job.admin, now_ms) else "already banned"
     elif job.action == "unban":
-        result = Moderated("unban", job.user_id, await tx.unban(job.user_id))
+        result = Moderated("unban", job.user_id, await tx.unban(job.user_id, now_ms))
     elif job.action == "revert":
         chosen = [b for b in boards if job.board is None or b.id == job.board]
         entries, gone, undone = await tx.revert(job.user_id, chosen, job.since_ms,

@@ -126,10 +126,10 @@ class Plan:
         if u.name:
             self.write.names[u.user_id] = u.name
         if changed or held is None:
-            entry = Entry(board.id, u.user_id, score, row_id, name)
+            entry = Entry(board.id, board.season, u.user_id, score, row_id, name)
             self._entries[slot] = entry
         else:
-            entry = Entry(board.id, u.user_id, held.score, held.seq, name)
+            entry = Entry(board.id, board.season, u.user_id, held.score, held.seq, name)
             if u.name and slot in self._entries:
                 self._entries[slot] = entry
         return Staged(u, entry, amount if kind == "add" else 0)

@@ -91,7 +91,8 @@ class Reads:
         for board in boards:
             self.forget(board.id)
             top = await self.page(board, LIVE_TOP)
-            await self._broker.publish(Snapshot(board.id, top.version, top.body))
+            await self._broker.publish(Snapshot(board.id, top.version, top.body, board.season,
+                                                board.season_started_ms))
 
     def forget(self, board_id: str) -> None:
         """A board gone (deleted, or its season closed): its pages with it."""
@@ -100,7 +101,7 @@ class Reads:
 
     def seen(self, message: Message) -> None:
         """A message from any instance: a board's cached pages older than its new
-        snapshot are stale."""
+        snapshot are stale (a new season's versions are above the last one's)."""
         if not isinstance(message, Snapshot):
             return
         for key in [k for k, page in self._pages.items()

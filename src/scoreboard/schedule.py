@@ -36,13 +36,28 @@ def is_timezone(name: object) -> bool:
     return isinstance(name, str) and name in timezones()
 
 
+def _ms(moment: datetime.datetime) -> int:
+    return int(moment.astimezone(UTC).timestamp() * 1000)
+
+
+def _wall(at_ms: int, tz: ZoneInfo) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(at_ms / 1000, tz).replace(tzinfo=None)
+
+
 def _instant(wall: datetime.datetime, tz: ZoneInfo) -> int:
-    """Milliseconds of a wall-clock time in ``tz`` (the earlier one when it repeats)."""
-    local = wall.replace(tzinfo=tz, fold=0)
-    back = local.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
-    if back != wall:  # skipped by a jump: the instant the clock passed it
-        local = wall.replace(tzinfo=tz, fold=1)
-    return int(local.astimezone(UTC).timestamp() * 1000)
+    """Milliseconds of a wall-clock time in ``tz``: the earlier one when it repeats, and
+    when a jump skips it, the instant of the jump (when the clock passed it)."""
+    after = _ms(wall.replace(tzinfo=tz, fold=0))  # a skipped time: read with the old offset
+    if _wall(after, tz) == wall:
+        return after
+    before = _ms(wall.replace(tzinfo=tz, fold=1))  # ...and with the new one: before the jump
+    while after - before > 1:  # the first millisecond whose wall clock is at or past it
+        middle = (before + after) // 2
+        if _wall(middle, tz) >= wall:
+            after = middle
+        else:
+            before = middle
+    return after
 
 
 _QUARTER = 15 * 60 * 1000  # every zone's offset is a whole number of quarter hours

@@ -1,10 +1,12 @@
 """The leaderboard service, independent of HTTP: its parts, built and started together.
 
-    writes  (writes.py)   what requests ask of the writer
-    writer  (batches.py)  the group commit's work, in and after its transaction
-    reads   (reads.py)    pages, entries, neighbours; the snapshots hubs push
-    boards  (boards.py)   the live boards this instance knows
-    velocity, refusals    detection (detection.py)
+    writes     (writes.py)     what requests ask of the writer
+    writer     (batches.py)    the group commit's work, in and after its transaction
+    reads      (reads.py)      pages, entries, neighbours; the snapshots hubs push
+    boards     (boards.py)     the live boards this instance knows
+    seasons    (seasons.py)    resets on schedule, committed once
+    standings  (standings.py)  closed seasons' final standings, stored and read
+    velocity, refusals         detection (detection.py)
 
 The store is the truth; the ranking is a cache of it, rebuilt at start (and by the
 failover ranking when Redis comes back).
@@ -32,6 +34,8 @@ from scoreboard.model import ActionKind, Board, Flag, UserRecord
 from scoreboard.ranking.base import Ranking
 from scoreboard.ratelimit import RateLimits
 from scoreboard.reads import Reads
+from scoreboard.seasons import Scheduler
+from scoreboard.standings import Standings
 from scoreboard.store.base import Store
 from scoreboard.writes import Writes
 
@@ -82,21 +86,26 @@ class Service:
         on_flag: Callable[[str], None] = lambda reason: None,
         on_rebuild: Callable[[float], None] = lambda seconds: None,
         on_board_gone: Callable[[str], None] = lambda board_id: None,
+        on_reset: Callable[[int], None] = lambda closed: None,
+        on_stored: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._on_board_gone = on_board_gone
         self.store = store
         self.ranking = ranking
         self.boards = BoardCatalog(store)
         self.reads = Reads(ranking, broker)
+        self.standings = Standings(store, ranking, clock, on_stored)
         self._velocity = Velocity(store.points_since, clock)
         self._on_rebuild = on_rebuild
         self._broker = broker
         self.writer = BatchWork(ranking, self.reads, self.boards, broker, self._velocity,
-                                clock, max_boards, on_flag, on_board_gone)
+                                self.standings, clock, max_boards, on_flag, on_board_gone,
+                                on_reset)
         self._committer: GroupCommitter[Job, Outcome] = GroupCommitter(
             store, self.writer, self.writer.after_commit, observe_batch, max_queue=max_queue,
             alone=alone)
         self.writes = Writes(store, self._committer, limits, clock, actions, require_action)
+        self.scheduler = Scheduler(self.boards, self._committer.submit, clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._reloading: asyncio.Task[None] | None = None
         broker.subscribe(self._heard)  # other instances' changes too
@@ -112,13 +121,19 @@ class Service:
                  seconds=round(time.perf_counter() - started, 3))
         await self.refresh()
         self._committer.start()
+        # Before the first request: resets missed while every instance was down, and
+        # final standings that were not stored.
+        await self.scheduler.catch_up()
+        await self.standings.resume()
         self._tasks.append(asyncio.create_task(self._velocity.run(self.writes.flag),
                                                name="velocity"))
+        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="seasons"))
 
     async def stop(self) -> None:
         for task in [*self._tasks, *([self._reloading] if self._reloading else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.standings.stop()
         await self._committer.stop()
 
     async def refresh(self, board_ids: set[str] | None = None) -> None:
@@ -135,12 +150,21 @@ class Service:
             self._reloading = asyncio.get_running_loop().create_task(self._reload())
 
     async def _reload(self) -> None:
-        """Take up boards made, changed or deleted elsewhere."""
+        """Take up boards made, changed, reset or deleted elsewhere."""
         try:
+            before = {board.id: board for board in self.boards.all()}
             changed, gone = await self.boards.load()
+            moved_on = set()
             for board in changed:
-                if await self.ranking.count(board.id) == 0:
+                known = before.get(board.id)
+                if known is not None and board.season > known.season:
+                    self.reads.forget(board.id)
+                    await self.ranking.new_season(board)
+                    moved_on.add(board.id)
+                elif await self.ranking.count(board.id) == 0:
                     await self.ranking.rebuild(board, await self.store.entries(board), None)
+            if moved_on:
+                await self.refresh(moved_on)
             for board_id in gone:
                 await self.ranking.drop(board_id)
                 self.reads.forget(board_id)

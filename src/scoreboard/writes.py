@@ -29,6 +29,8 @@ from scoreboard.jobs import (
     Moderation,
     Outcome,
     ScoreUpdate,
+    SeasonReset,
+    SeasonsReset,
     TicketRequest,
     UpdateResult,
 )
@@ -131,3 +133,7 @@ class Writes:
 
     async def change_board(self, admin: str, action: str, spec: BoardSpec) -> BoardChanged:
         return cast(BoardChanged, await self._committer.submit(BoardChange(admin, action, spec)))
+
+    async def reset(self, admin: str, board_id: str) -> SeasonsReset:
+        """Close the board's season now and open the next (audited)."""
+        return cast(SeasonsReset, await self._committer.submit(SeasonReset(board_id, admin=admin)))

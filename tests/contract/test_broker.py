@@ -55,7 +55,8 @@ async def test_a_snapshot_reaches_every_receiver_of_every_instance(backend: str)
         received: list[list[Snapshot]] = [[] for _ in brokers]
         for broker, inbox in zip(brokers, received, strict=True):
             broker.subscribe(inbox.append)
-        snapshot = Snapshot("b", 1_795_000_000_000_000, b'[{"rank":1}]')
+        snapshot = Snapshot("b", 1_795_000_000_000_000, b'[{"rank":1}]', season=12,
+                            season_started_ms=1_796_000_000_000)
         await brokers[0].publish(snapshot)
         assert received[0][0] == snapshot  # its own receivers: at once, not via Redis
         await until(lambda: all(snapshot in inbox for inbox in received))
@@ -63,14 +64,14 @@ async def test_a_snapshot_reaches_every_receiver_of_every_instance(backend: str)
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 async def test_boards_and_notices_travel_apart(backend: str) -> None:
-    """Snapshots name their board (ids of any allowed length); a notice reaches every
-    instance too."""
+    """Snapshots name their board (ids of any allowed length) and its season; a notice
+    reaches every instance too."""
     async with instances(backend, 2) as brokers:
         received: list[list[Message]] = [[] for _ in brokers]
         for broker, inbox in zip(brokers, received, strict=True):
             broker.subscribe(inbox.append)
         long_id = "b" * 64
-        sent = [Snapshot(long_id, 7, b"[]"), Snapshot("weekly", 3, b'[{"rank":1}]'),
+        sent = [Snapshot(long_id, 7, b"[]"), Snapshot("weekly", 3, b'[{"rank":1}]', 2**40, 5),
                 Notice("boards", "weekly")]
         for message in sent:
             await brokers[-1].publish(message)

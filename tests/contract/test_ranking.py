@@ -10,8 +10,6 @@ fail without it; the store is SQLite.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,111 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from scoreboard.model import MAX_TOTAL, Board, BoardSpec, Entry
-from scoreboard.ranking.base import Ranking, key_of
-from scoreboard.ranking.failover import FailoverRanking
-from scoreboard.ranking.memory import MemoryRanking
+from scoreboard.model import MAX_TOTAL, Entry
+from scoreboard.ranking.base import key_of
 from scoreboard.ranking.redis import BoardMissing, RedisRanking
-from scoreboard.redislink import RedisLink
-from scoreboard.store.base import BatchWrite, Store
-from scoreboard.store.sqlite import SQLiteStore
-from tests.support import REDIS, redis_prefix
-
-BACKENDS = ["memory", "redis", "failover", "degraded"]
-ENTRY_SEQ = "SELECT seq FROM entries WHERE board = ? AND season = 1 AND user_id = ?"
-
-BOARDS = {b.id: b for b in (
-    Board(BoardSpec("inc", "Points"), 1, 0),
-    Board(BoardSpec("golf", "Golf", "asc", "increment"), 1, 0),
-    Board(BoardSpec("fast", "Speedrun", "asc", "best"), 1, 0),
-    Board(BoardSpec("high", "High score", "desc", "best"), 1, 0),
-    Board(BoardSpec("last", "Last", "desc", "set"), 1, 0),
-)}
-
-
-class Harness:
-    """A ranking, and for the failover backends the store it falls back to, written as
-    the group-commit writer writes it."""
-
-    def __init__(self, ranking: Ranking, store: Store | None) -> None:
-        self.ranking = ranking
-        self.store = store
-
-    async def define(self, boards: Sequence[Board], banned: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-        if self.store is not None:
-            async with self.store.transaction() as tx:
-                for board in boards:
-                    await tx.create_board(board.spec, 0, 100)
-                for user_id in banned:
-                    await tx.ban(user_id, "root", 0)
-        for board in boards:
-            await self.ranking.rebuild(board, [], set(banned))
-
-    async def commit(self, entries: Sequence[Entry]) -> tuple[list[int], set[str]]:
-        """Write ``entries`` as one batch: the ranks previewed before the commit, and the
-        boards whose watched top changed."""
-        boards = {e.board: BOARDS[e.board] for e in entries}
-        if self.store is None:
-            ranks = await self.ranking.ranks_after(None, boards, entries)  # type: ignore[arg-type]
-            return ranks, await self.ranking.apply(entries)
-        async with self.store.transaction() as tx:
-            batch = BatchWrite()
-            for e in entries:  # the store is the truth: a stale entry never reaches it
-                held = await tx.rows(ENTRY_SEQ, (e.board, e.user_id))  # type: ignore[attr-defined]
-                if not held or held[0][0] < e.seq:
-                    batch.entries.append((e, 1, 0))
-                if e.name:
-                    batch.names[e.user_id] = e.name
-            await tx.write(batch)
-            ranks = await self.ranking.ranks_after(tx, boards, entries)
-        return ranks, await self.ranking.apply(entries)
-
-
-@contextlib.asynccontextmanager
-async def harness(backend: str, tmp: Path) -> AsyncIterator[Harness]:
-    if backend == "memory":
-        yield Harness(MemoryRanking(), None)
-        return
-    async with redis_prefix() as prefix:
-        client = Redis.from_url(REDIS)
-        try:
-            if backend == "redis":
-                yield Harness(RedisRanking(client, prefix), None)
-                return
-            store = SQLiteStore(tmp / f"{prefix}.db")
-            await store.open()
-            link = RedisLink(REDIS, prefix)
-            try:
-                failover = FailoverRanking(RedisRanking(link.client, prefix), link, store)
-                yield Harness(failover, store)
-            finally:
-                await link.close()
-                await store.close()
-        finally:
-            await client.aclose()
-
-
-@pytest.fixture(params=BACKENDS)
-async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with harness(request.param, tmp_path) as made:
-        if request.param == "degraded":
-            made.degraded = True  # type: ignore[attr-defined]
-        yield made
-
-
-@pytest.fixture(params=[b for b in BACKENDS if b != "degraded"])
-async def mirror(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    """The rankings that keep versions and watch the top (degraded, the store's board is
-    re-read whole: every read is a new version, any write may have moved it)."""
-    async with harness(request.param, tmp_path) as made:
-        yield made
-
-
-async def define(h: Harness, *board_ids: str, banned: set[str] | None = None) -> None:
-    await h.define([BOARDS[b] for b in board_ids], banned or set())
-    if getattr(h, "degraded", False):
-        link = h.ranking._link  # type: ignore[attr-defined]
-        link.lost("the test takes Redis away")
+from tests.contract.rankings import BACKENDS, BOARDS, Harness, define, harness
+from tests.support import REDIS
 
 
 @dataclass
@@ -177,7 +75,7 @@ def test_every_board_matches_a_sorted_model(backend: str, tmp_path: Path) -> Non
             expected: list[int] = []
             for seq, (board_id, user, amount) in enumerate(steps, 1):
                 score, reached = model.write(board_id, user, amount, seq)
-                pending.append(Entry(board_id, user, score, reached))
+                pending.append(Entry(board_id, 1, user, score, reached))
                 expected.append([u for u, _ in model.order(board_id)].index(user) + 1)
                 if len(pending) == batch:
                     previewed += (await h.commit(pending))[0]
@@ -210,11 +108,11 @@ def test_every_board_matches_a_sorted_model(backend: str, tmp_path: Path) -> Non
 
 async def test_apply_ignores_stale_and_repeated_entries(h: Harness) -> None:
     await define(h, "inc")
-    await h.commit([Entry("inc", "a", 10, 5, "A")])
-    await h.commit([Entry("inc", "a", 4, 3)])  # older seq
-    await h.commit([Entry("inc", "a", 10, 5)])  # the same
+    await h.commit([Entry("inc", 1, "a", 10, 5, "A")])
+    await h.commit([Entry("inc", 1, "a", 4, 3)])  # older seq
+    await h.commit([Entry("inc", 1, "a", 10, 5)])  # the same
     assert (await h.ranking.top("inc", 1)).entries[0].score == 10
-    await h.commit([Entry("inc", "a", 12, 6)])
+    await h.commit([Entry("inc", 1, "a", 12, 6)])
     top = (await h.ranking.top("inc", 1)).entries
     assert (top[0].score, top[0].name) == (12, "A")
 
@@ -222,8 +120,8 @@ async def test_apply_ignores_stale_and_repeated_entries(h: Harness) -> None:
 async def test_a_lower_score_with_a_newer_seq_applies(h: Harness) -> None:
     """A revert lowers a total with a new ledger row: newer wins, not larger."""
     await define(h, "inc")
-    await h.commit([Entry("inc", "a", 50, 1), Entry("inc", "b", 40, 2)])
-    await h.commit([Entry("inc", "a", 30, 3)])
+    await h.commit([Entry("inc", 1, "a", 50, 1), Entry("inc", 1, "b", 40, 2)])
+    await h.commit([Entry("inc", 1, "a", 30, 3)])
     assert [(e.user_id, e.score) for e in (await h.ranking.top("inc", 10)).entries] == [
         ("b", 40), ("a", 30)]
 
@@ -231,9 +129,9 @@ async def test_a_lower_score_with_a_newer_seq_applies(h: Harness) -> None:
 async def test_changes_below_the_watched_top_are_not_top_changes(mirror: Harness) -> None:
     h = mirror
     await define(h, "inc")
-    await h.commit([Entry("inc", f"u{i}", 1000 - i, i + 1) for i in range(150)])
-    assert (await h.commit([Entry("inc", "u140", 861, 1000)]))[1] == set()
-    assert (await h.commit([Entry("inc", "u140", 999, 1001)]))[1] == {"inc"}
+    await h.commit([Entry("inc", 1, f"u{i}", 1000 - i, i + 1) for i in range(150)])
+    assert (await h.commit([Entry("inc", 1, "u140", 861, 1000)]))[1] == set()
+    assert (await h.commit([Entry("inc", 1, "u140", 999, 1001)]))[1] == {"inc"}
 
 
 async def test_ties_are_exact_at_the_largest_scores_and_seqs(h: Harness) -> None:
@@ -242,9 +140,9 @@ async def test_ties_are_exact_at_the_largest_scores_and_seqs(h: Harness) -> None
     await define(h, "inc", "golf")
     big = 10**16 - 2
     for board_id in ("inc", "golf"):
-        await h.commit([Entry(board_id, "late", MAX_TOTAL, big), Entry(board_id, "early",
-                        MAX_TOTAL, big - 1), Entry(board_id, "next", MAX_TOTAL - 1, 1),
-                        Entry(board_id, "zero", 0, 7)])
+        await h.commit([Entry(board_id, 1, "late", MAX_TOTAL, big), Entry(board_id, 1, "early",
+                        MAX_TOTAL, big - 1), Entry(board_id, 1, "next", MAX_TOTAL - 1, 1),
+                        Entry(board_id, 1, "zero", 0, 7)])
     top = (await h.ranking.top("inc", 10)).entries
     assert [(e.user_id, e.score) for e in top] == [
         ("early", MAX_TOTAL), ("late", MAX_TOTAL), ("next", MAX_TOTAL - 1), ("zero", 0)]
@@ -256,7 +154,7 @@ async def test_ties_are_exact_at_the_largest_scores_and_seqs(h: Harness) -> None
 
 async def test_around_me_slides_at_the_ends(h: Harness) -> None:
     await define(h, "inc")
-    await h.commit([Entry("inc", f"u{i}", 100 - i, i + 1) for i in range(20)])
+    await h.commit([Entry("inc", 1, f"u{i}", 100 - i, i + 1) for i in range(20)])
 
     async def window(user: str, above: int, below: int) -> list[int]:
         found = await h.ranking.around("inc", user, above, below)
@@ -274,8 +172,8 @@ async def test_around_me_slides_at_the_ends(h: Harness) -> None:
 
 async def test_ranks_of_a_list_of_users(h: Harness) -> None:
     await define(h, "fast")
-    await h.commit([Entry("fast", "a", 30, 1), Entry("fast", "b", 10, 2),
-                    Entry("fast", "c", 20, 3), Entry("fast", "d", 10, 4)])
+    await h.commit([Entry("fast", 1, "a", 30, 1), Entry("fast", 1, "b", 10, 2),
+                    Entry("fast", 1, "c", 20, 3), Entry("fast", 1, "d", 10, 4)])
     found = await h.ranking.ranks("fast", ["c", "nobody", "d", "c", "b"])
     assert [(e.user_id, e.rank, e.score) for e in found] == [("b", 1, 10), ("d", 2, 10),
                                                              ("c", 3, 20)]
@@ -283,8 +181,8 @@ async def test_ranks_of_a_list_of_users(h: Harness) -> None:
 
 async def test_boards_are_apart(h: Harness) -> None:
     await define(h, "inc", "last")
-    await h.commit([Entry("inc", "a", 5, 1), Entry("last", "a", 2, 2),
-                    Entry("last", "b", 9, 3)])
+    await h.commit([Entry("inc", 1, "a", 5, 1), Entry("last", 1, "a", 2, 2),
+                    Entry("last", 1, "b", 9, 3)])
     assert [e.user_id for e in (await h.ranking.top("inc", 10)).entries] == ["a"]
     assert [e.user_id for e in (await h.ranking.top("last", 10)).entries] == ["b", "a"]
     assert await h.ranking.get("inc", "b") is None
@@ -292,8 +190,8 @@ async def test_boards_are_apart(h: Harness) -> None:
 
 async def test_a_ban_takes_a_user_off_every_board_until_the_unban(h: Harness) -> None:
     await define(h, "inc", "fast", banned={"c"})
-    await h.commit([Entry("inc", "a", 9, 1, "A"), Entry("inc", "b", 5, 2),
-                    Entry("fast", "a", 40, 3), Entry("fast", "b", 50, 4)])
+    await h.commit([Entry("inc", 1, "a", 9, 1, "A"), Entry("inc", 1, "b", 5, 2),
+                    Entry("fast", 1, "a", 40, 3), Entry("fast", 1, "b", 50, 4)])
     await h.ranking.ban("a")
     if h.store is not None:
         async with h.store.transaction() as tx:
@@ -304,12 +202,12 @@ async def test_a_ban_takes_a_user_off_every_board_until_the_unban(h: Harness) ->
     # An entry committed before the ban but applied after it (another instance, late)
     # does not bring the user back; neither does a newer one, nor one of a user banned
     # before the rebuild.
-    await h.commit([Entry("inc", "a", 12, 5), Entry("inc", "c", 30, 6)])
+    await h.commit([Entry("inc", 1, "a", 12, 5), Entry("inc", 1, "c", 30, 6)])
     assert [e.user_id for e in (await h.ranking.top("inc", 10)).entries] == ["b"]
     if h.store is not None:
         async with h.store.transaction() as tx:
-            await tx.unban("a")
-    await h.ranking.unban("a", [Entry("inc", "a", 12, 5), Entry("fast", "a", 40, 3)])
+            await tx.unban("a", 0)
+    await h.ranking.unban("a", [Entry("inc", 1, "a", 12, 5), Entry("fast", 1, "a", 40, 3)])
     assert [(e.user_id, e.score) for e in (await h.ranking.top("inc", 10)).entries] == [
         ("a", 12), ("b", 5)]
     assert [e.user_id for e in (await h.ranking.top("fast", 10)).entries] == ["a", "b"]
@@ -317,7 +215,7 @@ async def test_a_ban_takes_a_user_off_every_board_until_the_unban(h: Harness) ->
 
 async def test_remove_and_drop(h: Harness) -> None:
     await define(h, "last", "inc")
-    await h.commit([Entry("last", "a", 3, 1), Entry("last", "b", 4, 2), Entry("inc", "a", 1, 3)])
+    await h.commit([Entry("last", 1, "a", 3, 1), Entry("last", 1, "b", 4, 2), Entry("inc", 1, "a", 1, 3)])
     if h.store is not None:
         async with h.store.transaction() as tx:
             await tx.run("DELETE FROM entries WHERE board = 'last' AND user_id = 'b'", ())  # type: ignore[attr-defined]
@@ -332,9 +230,9 @@ async def test_the_version_grows_with_each_change_only(mirror: Harness) -> None:
     h = mirror
     await define(h, "inc")
     v0 = (await h.ranking.top("inc", 1)).version
-    await h.commit([Entry("inc", "a", 1, 1)])
+    await h.commit([Entry("inc", 1, "a", 1, 1)])
     v1 = (await h.ranking.top("inc", 1)).version
-    await h.commit([Entry("inc", "a", 1, 1)])  # nothing new
+    await h.commit([Entry("inc", 1, "a", 1, 1)])  # nothing new
     assert (await h.ranking.top("inc", 1)).version == v1
     await h.ranking.ban("a")
     v2 = (await h.ranking.top("inc", 1)).version
@@ -348,25 +246,25 @@ async def test_redis_refuses_once_a_board_is_lost(tmp_path: Path) -> None:
         ranking = h.ranking
         assert isinstance(ranking, RedisRanking)
         await define(h, "inc")
-        await h.commit([Entry("inc", "a", 3, 1)])
+        await h.commit([Entry("inc", 1, "a", 3, 1)])
         assert await ranking.has_boards()
         client = Redis.from_url(REDIS)
         await client.delete(*[k async for k in client.scan_iter(match=ranking.prefix + "*")])
         await client.aclose()
         assert not await ranking.has_boards()
         with pytest.raises(BoardMissing):
-            await ranking.apply([Entry("inc", "b", 1, 2)])
+            await ranking.apply([Entry("inc", 1, "b", 1, 2)])
         with pytest.raises(BoardMissing):
             await ranking.ban("a")
         reads: list[Any] = [ranking.top("inc", 10), ranking.get("inc", "a"),
                             ranking.around("inc", "a", 1, 1), ranking.ranks("inc", ["a"]),
                             ranking.count("inc"),
-                            ranking.ranks_after(None, BOARDS, [Entry("inc", "a", 4, 5)])]  # type: ignore[arg-type]
+                            ranking.ranks_after(None, BOARDS, [Entry("inc", 1, "a", 4, 5)])]  # type: ignore[arg-type]
         for read in reads:
             with pytest.raises(BoardMissing):  # never shown partial: answered from the store
                 await read
-        await ranking.rebuild(BOARDS["inc"], [Entry("inc", "a", 3, 1)], set())
-        assert await ranking.apply([Entry("inc", "b", 1, 2)]) == {"inc"}
+        await ranking.rebuild(BOARDS["inc"], [Entry("inc", 1, "a", 3, 1)], set())
+        assert await ranking.apply([Entry("inc", 1, "b", 1, 2)]) == {"inc"}
 
 
 async def test_redis_rebuild_merges_with_newer_writes(tmp_path: Path) -> None:
@@ -374,10 +272,10 @@ async def test_redis_rebuild_merges_with_newer_writes(tmp_path: Path) -> None:
     another instance applied meanwhile."""
     async with harness("redis", tmp_path) as h:
         await define(h, "inc")
-        await h.ranking.apply([Entry("inc", "a", 20, 9)])
+        await h.ranking.apply([Entry("inc", 1, "a", 20, 9)])
         before = (await h.ranking.top("inc", 1)).version
-        await h.ranking.rebuild(BOARDS["inc"], [Entry("inc", "a", 10, 4),
-                                                Entry("inc", "b", 5, 5)], set())
+        await h.ranking.rebuild(BOARDS["inc"], [Entry("inc", 1, "a", 10, 4),
+                                                Entry("inc", 1, "b", 5, 5)], set())
         top = await h.ranking.top("inc", 10)
         assert [(e.user_id, e.score) for e in top.entries] == [("a", 20), ("b", 5)]
         assert top.version > before

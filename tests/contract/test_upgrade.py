@@ -1,6 +1,6 @@
 """An existing database upgrades in place: a single-board database (the schema before
-boards, with data in every table) becomes the board ``default``, season 1, nothing lost.
-On both stores."""
+boards, with data in every table) becomes the board ``default``, season 1 (open), nothing
+lost. On both stores."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from scoreboard.model import Board, Entry
+from scoreboard.model import Board, Entry, Season
 from scoreboard.store.base import BatchRead, Store
 from scoreboard.store.migrations import migrations
 from scoreboard.store.postgres import PostgresStore
@@ -31,8 +31,8 @@ async def check(store: Store) -> None:
     assert (default.id, default.season, default.season_started_ms) == ("default", 1, 1000)
     assert default.spec.operator == "increment" and default.spec.sort == "desc"
     entries = {e.user_id: e for e in await store.entries(default)}
-    assert entries == {"alice": Entry("default", "alice", 9, 5, "Alice"),
-                       "bob": Entry("default", "bob", 5, 2, None)}
+    assert entries == {"alice": Entry("default", 1, "alice", 9, 5, "Alice"),
+                       "bob": Entry("default", 1, "bob", 5, 2, None)}
     record = await store.user_record("alice", 10)
     assert record.name == "Alice"
     assert [(e.id, e.kind, e.amount) for e in record.ledger] == [
@@ -45,6 +45,8 @@ async def check(store: Store) -> None:
     assert state.tickets["t" * 32].board == "default"
     assert await store.find_response("alice", "k") is not None
     assert isinstance(default, Board)
+    # Seasons came later: the board's one season so far is open, from its start.
+    assert await store.seasons("default") == [Season("default", 1, 1000)]
 
 
 async def test_sqlite_upgrades_in_place(tmp_path: Path) -> None:

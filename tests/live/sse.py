@@ -20,7 +20,7 @@ import httpx
 @dataclass
 class Event:
     event: str
-    id: int
+    id: int  # 0 for an event without one (a season's)
     data: Any
 
 
@@ -40,7 +40,7 @@ class SSE:
                 if line == "":
                     if "data" in fields:
                         self._events.put_nowait(Event(fields.get("event", "message"),
-                                                      int(fields["id"]),
+                                                      int(fields.get("id", 0)),
                                                       json.loads(fields["data"])))
                     fields = {}
                 elif line.startswith(":"):

@@ -1,4 +1,5 @@
-"""Administration: a user's record, ban / unban, revert, the flagged users; boards.
+"""Administration: a user's record, ban / unban, revert, the flagged users; boards and
+their resets.
 
 Every route needs a token with the ``scoreboard:admin`` scope (401 without a valid
 token, 403 for any other). The scope is checked right after the token, before the
@@ -203,6 +204,19 @@ async def delete_board(board: str, who: Admin, service: Parts) -> Response:
     if done.outcome == "missing":
         raise NotFound(f"no board {board!r}", "unknown_board")
     return Response(status_code=204, headers=_NO_STORE)
+
+
+@admin_router.post("/boards/{board}/reset", response_model=BoardView,
+                   responses=problem_responses(404))
+async def reset_board(board: str, who: Admin, service: Parts) -> Response:
+    """Close the board's season now and open the next, empty: the board, in its new
+    season. Live clients get the new season; the closed one's standings are final."""
+    if not is_board_id(board):
+        raise NotFound("no such board", "unknown_board")
+    done = await service.writes.reset(who.sub, board)
+    if done.board is None:
+        raise NotFound(f"no board {board!r}", "unknown_board")
+    return JSONResponse(await board_view(service, done.board), headers=_NO_STORE)
 
 
 _REFUSED = {

@@ -4,7 +4,6 @@ plain ASGI apps: ``api/hot.py``.)"""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import orjson
@@ -21,7 +20,7 @@ from scoreboard.api.schemas import (
 from scoreboard.errors import NotFound, Unprocessable
 from scoreboard.etags import etag_of, none_match
 from scoreboard.model import Board, is_board_id, is_user_id, rfc3339
-from scoreboard.schedule import next_reset
+from scoreboard.seasons import due_at
 from scoreboard.service import Service
 
 boards_router = APIRouter(tags=["boards"])
@@ -37,9 +36,8 @@ def _service(request: Request) -> Service:
 
 
 async def board_view(service: Service, board: Board) -> dict[str, Any]:
-    now = int(time.time() * 1000)
     spec = board.spec
-    following = next_reset(spec.reset, spec.timezone, max(now, board.season_started_ms))
+    following = due_at(board)  # when the current season ends: the next reset
     return {
         "id": spec.id, "title": spec.title, "sort": spec.sort, "operator": spec.operator,
         "reset": spec.reset, "timezone": spec.timezone, "season": board.season,

@@ -49,6 +49,14 @@ def _ws_message(frames: Frames) -> Message:
     return {"type": "websocket.send", "text": frames.ws}
 
 
+def _sse_season(frames: Frames) -> Message:
+    return {"type": "http.response.body", "body": frames.season_sse, "more_body": True}
+
+
+def _ws_season(frames: Frames) -> Message:
+    return {"type": "websocket.send", "text": frames.season_ws}
+
+
 def _address(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
@@ -91,7 +99,7 @@ class LiveRoutes:
                       send: Send) -> None:
         direct: DirectBody | None = scope.get("extensions", {}).get(DIRECT_BODY)  # or None
         subscriber = self._hub.join(board_id, address, send, _sse_message, _SSE_PING_MESSAGE,
-                                    direct)
+                                    direct, _sse_season)
         # The disconnect: from our protocol when it serves us, else from ``receive``.
         watcher = None
         if direct is not None:
@@ -184,7 +192,7 @@ class _Session:
         for board_id in known:
             if board_id not in self._boards:
                 subscriber = self._hub.join(board_id, self._address, self._send, _ws_message,
-                                            None)
+                                            None, season_message=_ws_season)
                 task = asyncio.create_task(self._run(subscriber))
                 subscriber.task = task
                 self._boards[board_id] = (subscriber, task)

@@ -70,6 +70,12 @@ class BoardView(BaseModel):
     entries: int = Field(ge=0)
 
 
+class SeasonView(BaseModel):
+    season: int = Field(ge=1)
+    started_at: str = Field(description="RFC 3339")
+    ended_at: str | None = Field(description="RFC 3339; null for the current season")
+
+
 class RanksRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     user_ids: list[UserId] = Field(min_length=1, max_length=100)

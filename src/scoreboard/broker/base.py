@@ -1,8 +1,9 @@
 """The Broker: carries what changed from the instance that wrote it to every hub.
 
 Two kinds of message, on one channel: a board's new top 10 (``Snapshot``), and a
-``Notice`` that boards changed (created, retitled, deleted) so that every instance
-reloads its list of boards. The broker never sees clients; the hub fans out.
+``Notice`` that boards changed (created, retitled, deleted, a season reset) so that
+every instance reloads its list of boards. The broker never sees clients; the hub fans
+out.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ class Snapshot:
     """A board's top 10 at one moment: the JSON array of its scores, and its version.
 
     ``version`` is the board's version in the ranking when the top was read: it only
-    grows (across restarts and instances), so a newer snapshot has a larger one.
+    grows (across restarts, instances and seasons), so a newer snapshot has a larger
+    one. ``season`` is the board's season then, and when it started: the first
+    snapshot of a season tells live clients that one began.
     """
 
     board: str
     version: int
     scores: bytes
+    season: int = 1
+    season_started_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

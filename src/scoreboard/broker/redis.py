@@ -2,17 +2,18 @@
 
 A message goes to this process's receivers at once, then to the channel, from which
 every instance (this one too: its hub drops what it already has) hands it on — while
-it is not degraded. On the wire a snapshot is ``S``, the version as 8 bytes, the
-board id's length as a byte, the id, then the top 10's JSON; a notice is ``N``, its
-kind, a NUL, the board id. When the subscription breaks, the broker re-subscribes as
-soon as Redis answers and calls the reconnect callbacks, so each instance pushes fresh
-snapshots for whatever it missed.
+it is not degraded. On the wire a snapshot is ``S``, the version, the season and its
+start as 8 bytes each, the board id's length as a byte, the id, then the top 10's
+JSON; a notice is ``N``, its kind, a NUL, the board id. When the subscription breaks,
+the broker re-subscribes as soon as Redis answers and calls the reconnect callbacks, so
+each instance pushes fresh snapshots for whatever it missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -24,6 +25,7 @@ from scoreboard.redislink import FAILURES, RedisLink
 log = structlog.get_logger("scoreboard.broker")
 
 RESUBSCRIBE_SECONDS = 0.25
+_HEAD = struct.Struct(">QQQ")  # version, season, season start (ms)
 
 
 class RedisBroker:
@@ -94,8 +96,8 @@ class RedisBroker:
 def encode(message: Message) -> bytes:
     if isinstance(message, Snapshot):
         board = message.board.encode()
-        return (b"S" + message.version.to_bytes(8, "big") + bytes([len(board)]) + board
-                + message.scores)
+        return (b"S" + _HEAD.pack(message.version, message.season, message.season_started_ms)
+                + bytes([len(board)]) + board + message.scores)
     return b"N" + message.kind.encode() + b"\x00" + message.board.encode()
 
 
@@ -103,10 +105,12 @@ def decode(data: object) -> Message | None:
     """A message off the channel; None for anything else (ignored)."""
     if not isinstance(data, bytes) or len(data) < 2:
         return None
-    if data[:1] == b"S" and len(data) >= 10:
-        size = data[9]
-        return Snapshot(data[10:10 + size].decode(), int.from_bytes(data[1:9], "big"),
-                        data[10 + size:])
+    if data[:1] == b"S" and len(data) > _HEAD.size + 1:
+        version, season, started_ms = _HEAD.unpack_from(data, 1)
+        size = data[_HEAD.size + 1]
+        start = _HEAD.size + 2
+        return Snapshot(data[start:start + size].decode(), version, data[start + size:],
+                        season, started_ms)
     if data[:1] == b"N" and b"\x00" in data:
         kind, _, board = data[1:].partition(b"\x00")
         return Notice(kind.decode(), board.decode())

@@ -60,7 +60,17 @@ class Ranking(Protocol):
         (None: as they were — a new, empty board)."""
 
     async def drop(self, board_id: str) -> None:
-        """Forget a board (deleted, or its season closed)."""
+        """Forget a board (deleted)."""
+
+    async def new_season(self, board: Board) -> bool:
+        """The board moved on to ``board.season`` (started empty): serve that season from
+        now on, its version above the last one's. False when it already does. Entries of
+        an older season are ignored from now on; an entry of a newer season moves the
+        board on by itself."""
+
+    async def close_season(self, board_id: str, season: int) -> None:
+        """A closed season's final standings are stored: whatever the ranking still
+        holds of it can go."""
 
     async def apply(self, entries: Sequence[Entry]) -> set[str]:
         """Apply committed entries; the boards whose top ``TOP_WATCHED`` changed."""

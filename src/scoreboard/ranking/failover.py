@@ -60,6 +60,26 @@ class FailoverRanking:
         except FAILURES as error:
             self._lost(error)  # its keys stay until Redis is rebuilt: nothing reads them
 
+    async def new_season(self, board: Board) -> bool:
+        known = self._boards.get(board.id)
+        if known is not None and known.season >= board.season:
+            return False
+        self._boards[board.id] = board
+        self._versions[board.id] = next_version(self._versions.get(board.id, 0))
+        if self._mirroring:
+            try:
+                await self._redis.new_season(board)
+            except FAILURES as error:
+                self._lost(error)  # rebuilt from the store, at its season, once back
+        return True
+
+    async def close_season(self, board_id: str, season: int) -> None:
+        if self._mirroring:
+            try:
+                await self._redis.close_season(board_id, season)
+            except FAILURES as error:
+                self._lost(error)
+
     async def apply(self, entries: Sequence[Entry]) -> set[str]:
         if self._mirroring:
             try:
@@ -120,7 +140,7 @@ class FailoverRanking:
                    for i, r in enumerate(rows[:limit])]
         last = entries[-1] if len(rows) > limit else None
         return Top(version, entries, None if last is None else
-                   Entry(board_id, last.user_id, last.score, last.seq))
+                   Entry(board_id, board.season, last.user_id, last.score, last.seq))
 
     async def get(self, board_id: str, user_id: str) -> RankedUser | None:
         if self._link.up:

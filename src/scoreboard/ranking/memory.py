@@ -27,12 +27,14 @@ _SEQ = 16  # where the user id starts
 
 
 class _Order:
-    """One board: its keys in rank order, each user's key, its version."""
+    """One board's current season: its keys in rank order, each user's key, its version."""
 
-    __slots__ = ("desc", "keys", "order", "version")
+    __slots__ = ("desc", "keys", "order", "season", "sort", "version")
 
-    def __init__(self, sort: Sort, version: int) -> None:
+    def __init__(self, sort: Sort, season: int, version: int) -> None:
+        self.sort = sort
         self.desc = sort == "desc"
+        self.season = season
         self.order: SortedList = SortedList()
         self.keys: dict[str, bytes] = {}
         self.version = version
@@ -83,10 +85,11 @@ class MemoryRanking:
         if banned is not None:
             self._banned = set(banned)
         previous = self._boards.get(board.id)
-        order = _Order(board.spec.sort, next_version(previous.version if previous else 0))
+        order = _Order(board.spec.sort, board.season,
+                       next_version(previous.version if previous else 0))
         keys, names, skip = order.keys, self._names, self._banned
         pack, desc = _PLACE.pack, order.desc  # a million times: the key made inline
-        for _, user_id, score, seq, name in entries:
+        for _, _, user_id, score, seq, name in entries:
             if user_id not in skip:
                 keys[user_id] = pack(MAX_TOTAL - score if desc else score, seq) + user_id.encode()
                 if name:
@@ -97,14 +100,32 @@ class MemoryRanking:
     async def drop(self, board_id: str) -> None:
         self._boards.pop(board_id, None)
 
+    async def new_season(self, board: Board) -> bool:
+        return self._advance(board.id, board.season)
+
+    def _advance(self, board_id: str, season: int) -> bool:
+        order = self._boards.get(board_id)
+        if order is None or order.season >= season:
+            return False
+        # The closed season's keys go with the old order (its standings are the store's).
+        self._boards[board_id] = _Order(order.sort, season, next_version(order.version))
+        return True
+
+    async def close_season(self, board_id: str, season: int) -> None:
+        return None  # nothing of a closed season is kept here
+
     async def apply(self, entries: Sequence[Entry]) -> set[str]:
         changed: set[str] = set()
         for entry in entries:
             if entry.name:
                 self._names[entry.user_id] = entry.name
             order = self._boards.get(entry.board)
-            if order is None or entry.user_id in self._banned:
+            if order is None or entry.user_id in self._banned or entry.season < order.season:
                 continue
+            if entry.season > order.season:
+                self._advance(entry.board, entry.season)
+                changed.add(entry.board)
+                order = self._boards[entry.board]
             if order.put(entry):
                 changed.add(entry.board)
         return self._bumped(changed)
@@ -140,7 +161,7 @@ class MemoryRanking:
         entries = [self._ranked(order, start + i + 1, key) for i, key in enumerate(keys[:limit])]
         last = entries[-1] if len(keys) > limit else None
         return Top(order.version, entries, None if last is None else
-                   Entry(board_id, last.user_id, last.score, last.seq))
+                   Entry(board_id, order.season, last.user_id, last.score, last.seq))
 
     async def get(self, board_id: str, user_id: str) -> RankedUser | None:
         order = self._boards.get(board_id)
@@ -174,7 +195,9 @@ class MemoryRanking:
         for entry in entries:
             preview = previews.get(entry.board)
             if preview is None:
-                order = self._boards.get(entry.board) or _Order(boards[entry.board].spec.sort, 0)
+                order = self._boards.get(entry.board)
+                if order is None or order.season != entry.season:  # a season begun: empty
+                    order = _Order(boards[entry.board].spec.sort, entry.season, 0)
                 preview = previews[entry.board] = BatchPreview(
                     order.key_of, order.order.bisect_left, order.keys.get)
             ranks.append(preview.rank_after(entry))

@@ -8,15 +8,19 @@ The encoding, exact for every score the store allows:
   scores by member, bytewise, so equal scores come smaller seq first. On an asc board
   the digits are ``seq`` itself and the board is read lowest first. Works while ledger
   ids (seq) are below 10^16, 1,000 years of 300,000 writes a second.
-- per board ``b:<id>:members`` (hash) maps user -> member, ``b:<id>:version`` counts
-  changes of the watched top, ``b:<id>:built`` is set by a completed rebuild; shared by
-  all boards, ``names`` (hash) maps user -> display name and ``banned`` (set) holds the
-  banned users: a ban adds the user there in the script that takes them off a board,
-  and every apply skips its members, so a total another instance committed before the
-  ban but applies after it cannot bring the user back.
+- per board and season ``b:<id>:<season>:order`` (the sorted set), ``...:members``
+  (hash) maps user -> member, ``...:built`` is set by a completed rebuild (or, empty, when
+  the season began); per board ``b:<id>:version`` counts changes of the watched top,
+  across seasons; shared by all boards, ``names`` (hash) maps user -> display name and
+  ``banned`` (set) holds the banned users: a ban adds the user there in the script that
+  takes them off a board, and every apply skips its members, so a total another
+  instance committed before the ban but applies after it cannot bring the user back.
 - Without ``built`` (Redis restarted empty, or was flushed, or a rebuild is under way)
   every script refuses with ``BoardMissing``: a write must not land on, and a read
   must not show, a partial board. The failover ranking then answers from the store.
+- A closed season's keys go once its final standings are stored (they are the store's
+  from then on); its ``built`` stays a day as ``closed``, so that an entry of that
+  season another instance applies late is dropped instead of recreating the keys.
 
 Writes mirror absolute entries: one is applied only when its seq is newer than the one
 held, so retries, replays, two instances and a rebuild racing each other can't double
@@ -86,7 +90,9 @@ end
 # ARGV: watched, desc, then (user, score, member, name)... A watched of 0 is a rebuild's.
 _APPLY = _LIB + """
 local watched, desc = tonumber(ARGV[1]), ARGV[2] == '1'
-if watched > 0 and redis.call('EXISTS', KEYS[4]) == 0 then return -1 end
+local built = redis.call('GET', KEYS[4])
+if built == 'closed' then return 0 end
+if watched > 0 and not built then return -1 end
 local changed = false
 for i = 3, #ARGV, 4 do
   local user, member = ARGV[i], ARGV[i + 2]
@@ -110,7 +116,9 @@ return changed and 1 or 0
 # Takes the users off the board; with ban, also into the banned set.
 _TAKE = _LIB + """
 local watched, desc = tonumber(ARGV[1]), ARGV[2] == '1'
-if watched > 0 and redis.call('EXISTS', KEYS[4]) == 0 then return -1 end
+local built = redis.call('GET', KEYS[4])
+if built == 'closed' then return 0 end
+if watched > 0 and not built then return -1 end
 local changed = false
 for i = 4, #ARGV do
   if ARGV[3] == '1' then redis.call('SADD', KEYS[5], ARGV[i]) end
@@ -127,6 +135,19 @@ return changed and 1 or 0
 
 # KEYS: version. ARGV: floor.
 _RAISE = _LIB + "return bump(KEYS[1], tonumber(ARGV[1]))"
+
+# KEYS: built, version. A season begins empty: built (unless it is already), version up.
+_BEGIN = _LIB + """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], '1') end
+return bump(KEYS[2], 0)
+"""
+
+# KEYS: order, members, built. ARGV: seconds the tombstone stays.
+_CLOSE = """
+redis.call('UNLINK', KEYS[1], KEYS[2])
+redis.call('SET', KEYS[3], 'closed', 'EX', tonumber(ARGV[1]))
+"""
+CLOSED_KEPT_SECONDS = 86400
 
 # KEYS: order, names, version, built. ARGV: desc, limit, then score and member to page
 # after ('' for the first page).
@@ -248,13 +269,15 @@ def _text(value: bytes | str) -> str:
 
 
 class _Keys:
-    __slots__ = ("built", "members", "order", "sort", "version")
+    """A board's keys in its season ``season``."""
 
-    def __init__(self, prefix: str, board_id: str, sort: Sort) -> None:
+    __slots__ = ("built", "members", "order", "season", "sort", "version")
+
+    def __init__(self, prefix: str, board_id: str, season: int, sort: Sort) -> None:
         base = f"{prefix}b:{board_id}:"
-        self.order, self.members = base + "order", base + "members"
-        self.version, self.built = base + "version", base + "built"
-        self.sort = sort
+        self.order, self.members = f"{base}{season}:order", f"{base}{season}:members"
+        self.built, self.version = f"{base}{season}:built", base + "version"
+        self.season, self.sort = season, sort
 
     @property
     def desc(self) -> str:
@@ -269,6 +292,8 @@ class RedisRanking:
         self._apply = client.register_script(_APPLY)
         self._take = client.register_script(_TAKE)
         self._raise = client.register_script(_RAISE)
+        self._begin = client.register_script(_BEGIN)
+        self._close = client.register_script(_CLOSE)
         self._top = client.register_script(_TOP)
         self._around = client.register_script(_AROUND)
         self._ranks = client.register_script(_RANKS)
@@ -277,8 +302,8 @@ class RedisRanking:
         self._client = client
 
     def define(self, board: Board) -> None:
-        """Know a board (its keys and its sort) without touching Redis."""
-        self._boards[board.id] = _Keys(self.prefix, board.id, board.spec.sort)
+        """Know a board (its keys in its season, and its sort) without touching Redis."""
+        self._boards[board.id] = _Keys(self.prefix, board.id, board.season, board.spec.sort)
 
     @property
     def board_ids(self) -> list[str]:
@@ -310,21 +335,51 @@ class RedisRanking:
         if k is not None:
             await self._client.delete(k.order, k.members, k.version, k.built)
 
+    async def new_season(self, board: Board) -> bool:
+        k = self._boards.get(board.id)
+        if k is not None and k.season >= board.season:
+            return False
+        self.define(board)
+        await self._begin_season(self._boards[board.id])
+        return True
+
+    async def _advance(self, board_id: str, season: int) -> None:
+        k = self._boards[board_id]
+        if season > k.season:
+            k = self._boards[board_id] = _Keys(self.prefix, board_id, season, k.sort)
+            await self._begin_season(k)
+
+    async def _begin_season(self, k: _Keys) -> None:
+        await self._begin([k.built, k.version])
+
+    async def close_season(self, board_id: str, season: int) -> None:
+        k = self._boards.get(board_id)
+        if k is not None and k.season > season:
+            closed = _Keys(self.prefix, board_id, season, k.sort)
+            await self._close([closed.order, closed.members, closed.built],
+                              [str(CLOSED_KEPT_SECONDS)])
+
     async def apply(self, entries: Sequence[Entry]) -> set[str]:
         by_board: dict[str, list[Entry]] = {}
+        changed: set[str] = set()
         for entry in entries:
-            if entry.board in self._boards:
-                by_board.setdefault(entry.board, []).append(entry)
+            k = self._boards.get(entry.board)
+            if k is None or entry.season < k.season:
+                continue  # a closed season's: its standings are the store's
+            if entry.season > k.season:  # begun elsewhere; this instance hears of it later
+                await self._advance(entry.board, entry.season)
+                changed.add(entry.board)
+            by_board.setdefault(entry.board, []).append(entry)
         if not by_board:
-            return set()
+            return changed
         async with self._client.pipeline(transaction=False) as pipe:
             for board_id, chunk in by_board.items():
                 k = self._boards[board_id]
                 await self._apply(self._apply_keys(k), [str(TOP_WATCHED), k.desc,
                                                         *self._arguments(k, chunk)], client=pipe)
             results = await pipe.execute()
-        return {board_id for board_id, result in zip(by_board, results, strict=True)
-                if _found(result)}
+        return changed | {board_id for board_id, result in zip(by_board, results, strict=True)
+                          if _found(result)}
 
     async def remove(self, board_id: str, user_id: str) -> bool:
         k = self._boards.get(board_id)
@@ -363,7 +418,7 @@ class RedisRanking:
                    for i, (user, score, digits, name) in enumerate(rows[:limit])]
         last = entries[-1] if len(rows) > limit else None
         return Top(version, entries, None if last is None else
-                   Entry(board_id, last.user_id, last.score, last.seq))
+                   Entry(board_id, k.season, last.user_id, last.score, last.seq))
 
     async def get(self, board_id: str, user_id: str) -> RankedUser | None:
         found = await self._window(board_id, user_id, -1, 0)
@@ -411,6 +466,7 @@ class RedisRanking:
         for board_id in by_board:
             if board_id not in self._boards:
                 self.define(boards[board_id])
+            await self._advance(board_id, boards[board_id].season)
         async with self._client.pipeline(transaction=False) as pipe:
             for board_id, chunk in by_board.items():
                 k = self._boards[board_id]

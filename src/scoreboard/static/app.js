@@ -1,11 +1,12 @@
 "use strict";
 
-// The scoreboard page: the live top 10 from /scores/stream, and, signed in, the action
-// that scores. Everything the server sends is data: the DOM is built with textContent
-// only, never from markup.
+// The scoreboard page: the live top 10 from /scores/stream, a board's past seasons and
+// the time to its next reset, and, signed in, the action that scores. Everything the
+// server sends is data: the DOM is built with textContent only, never from markup.
 
 const DEFAULT_BOARD = "default";
 const BOARD_ID = /^[a-z0-9_-]{1,64}$/;
+const SEASON_NUMBER = /^[1-9][0-9]{0,8}$/;
 const TOKEN_KEY = "scoreboard.token";
 const ACTION_KIND = "demo";
 const MAX_ACTION_WAIT_MS = 10000;
@@ -14,15 +15,31 @@ const REQUEST_TIMEOUT_MS = 10000;
 const HIGHLIGHT_MS = 5000;
 const MAX_BACKOFF_MS = 30000;
 const USER_ID = /^[A-Za-z0-9_.:@|-]{1,128}$/;
+// An hourly board closes 8,760 seasons a year: the picker lists the newest only (a link
+// still opens any of them).
+const MAX_SEASONS_LISTED = 100;
+// At a scheduled reset every page open on the board hears of it at once; their asks for
+// the board's new schedule are spread over this long.
+const RESET_SPREAD_MS = 3000;
+// The server resets within 2 s of the scheduled time; a page that did not hear of it by
+// then asks, backing off up to MAX_BACKOFF_MS.
+const RESET_CHECK_MS = 3000;
 
 const numbers = new Intl.NumberFormat();
+const moments = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 const el = (id) => document.getElementById(id);
 
-const board = { rows: new Map(), version: -1, painted: false, empty: null };
-// The board shown: the URL names it (?board=id), so a link opens it.
-const view = { id: boardInUrl(), boards: new Map() };
-const live = { source: null, timer: 0, failures: 0 };
+// The table as drawn: the live board's top 10, or a closed season's final standings.
+const board = { rows: new Map(), painted: false, empty: null };
+// What is shown: the URL names the board and, for a closed season, the season
+// (?board=id&season=n), so a link opens it. `season` is null for the live board.
+const view = { ...viewInUrl(), boards: new Map(), seasons: [], shows: 0, boardLoads: 0,
+  seasonLoads: 0 };
+// The board's stream, kept open while a closed season is shown: its newest snapshot
+// waits in `entries` until the live board is chosen again.
+const live = { source: null, timer: 0, failures: 0, opened: false, version: -1, entries: null };
+const countdown = { timer: 0, refresh: 0, checks: 0 };
 const session = {
   token: null,
   userId: null,
@@ -47,15 +64,34 @@ function setConnection(state) {
   if (box.dataset.state === state) return;
   box.dataset.state = state;
   el("connection-text").textContent = CONNECTION_TEXT[state];
-  // While cut off, the rows stay but are marked as possibly out of date.
-  const stale = state !== "live" && board.painted;
+  markStale();
+}
+
+// While cut off, the live rows stay but are marked as possibly out of date; a closed
+// season's standings are final, so never stale.
+function markStale() {
+  const cutOff = el("connection").dataset.state !== "live";
+  const stale = cutOff && board.painted && view.season === null;
   el("board").classList.toggle("stale", stale);
   el("board-note").textContent = stale ? "(last known — reconnecting)" : "";
 }
 
-function boardInUrl() {
-  const id = new URLSearchParams(window.location.search).get("board");
-  return id && BOARD_ID.test(id) ? id : DEFAULT_BOARD;
+function viewInUrl() {
+  const params = new URLSearchParams(window.location.search);
+  const id = params.get("board");
+  const season = params.get("season");
+  return {
+    id: id && BOARD_ID.test(id) ? id : DEFAULT_BOARD,
+    season: season && SEASON_NUMBER.test(season) ? Number(season) : null,
+  };
+}
+
+function viewUrl(id, season) {
+  const params = new URLSearchParams();
+  if (id !== DEFAULT_BOARD) params.set("board", id);
+  if (season !== null) params.set("season", String(season));
+  const query = params.toString();
+  return query ? `/?${query}` : "/";
 }
 
 function streamUrl() {
@@ -70,8 +106,13 @@ function connect() {
   source.addEventListener("open", () => {
     live.failures = 0;
     setConnection("live");
+    // A reset may have passed while cut off, and a stream that opens does not announce
+    // the season it starts in: ask for the board again.
+    if (live.opened) loadBoards();
+    live.opened = true;
   });
   source.addEventListener("scores", onScores);
+  source.addEventListener("season", onSeason);
   source.addEventListener("error", () => onStreamError(source));
 }
 
@@ -91,7 +132,7 @@ function onStreamError(source) {
 function onScores(event) {
   const version = Number(event.lastEventId);
   // Versions only grow: an older snapshot would undo newer news.
-  if (Number.isFinite(version) && version < board.version) return;
+  if (Number.isFinite(version) && version < live.version) return;
   let entries;
   try {
     entries = JSON.parse(event.data);
@@ -100,65 +141,163 @@ function onScores(event) {
     return;
   }
   if (!Array.isArray(entries)) return;
-  if (Number.isFinite(version)) board.version = version;
+  if (Number.isFinite(version)) live.version = version;
+  live.entries = entries;
   setConnection("live");
-  renderBoard(entries);
+  if (view.season === null) renderBoard(entries);
+}
+
+// A reset: the board's new, empty standings follow this event on the stream.
+function onSeason(event) {
+  let news;
+  try {
+    news = JSON.parse(event.data);
+  } catch {
+    return;
+  }
+  if (news === null || typeof news !== "object" || news.board !== view.id) return;
+  if (!Number.isInteger(news.season)) return;
+  const shown = view.boards.get(view.id);
+  if (!shown || news.season <= shown.season) return;
+  closeSeason(shown, news);
+  live.entries = null; // the last season's: the new one's come next
+  if (view.season === null) {
+    clearBoard(); // the new season's first snapshot is a baseline, not rows that all left
+    if (session.userId && session.showsStanding) showStanding();
+  }
+  showBoardTitle();
+  showSeasonPicker();
+  el("announce").textContent = `Season ${news.season} has begun.`;
+  // The board's next reset comes with the board.
+  clearTimeout(countdown.refresh);
+  countdown.refresh = setTimeout(loadBoards, Math.random() * RESET_SPREAD_MS);
+}
+
+// The season that ended joins the picker at once, from what the page knows; when that
+// does not add up, the list is asked for.
+function closeSeason(shown, news) {
+  const newest = view.seasons[0];
+  if (newest && newest.season === shown.season && newest.ended_at === null
+      && news.season === shown.season + 1) {
+    view.seasons = [
+      { season: news.season, started_at: news.started_at, ended_at: null },
+      { ...newest, ended_at: news.started_at },
+      ...view.seasons.slice(1),
+    ];
+  } else {
+    loadSeasons();
+  }
+  shown.season = news.season;
+  shown.season_started_at = news.started_at;
 }
 
 /* -------------------------------------------------------------------- boards */
 
 async function loadBoards() {
+  const asked = ++view.boardLoads;
+  let listed;
   try {
     const response = await fetch("/boards", { cache: "no-cache" });
     if (!response.ok) return;
-    const listed = await response.json();
-    view.boards = new Map(listed.map((b) => [b.id, b]));
+    listed = await response.json();
   } catch {
     return; // the default board still works; the list comes with the next visit
   }
-  const select = el("board-select");
-  select.replaceChildren(...[...view.boards.values()].map((b) => {
-    const option = document.createElement("option");
-    option.value = b.id;
-    option.textContent = b.title;
-    return option;
-  }));
-  if (!view.boards.has(view.id)) {
-    const missing = document.createElement("option");
-    missing.value = view.id;
-    missing.textContent = `${view.id} (no such board)`;
-    select.append(missing);
+  if (asked !== view.boardLoads || !Array.isArray(listed)) return; // a newer ask is out
+  const before = view.boards.get(view.id);
+  view.boards = new Map(listed.map((b) => [b.id, b]));
+  const after = view.boards.get(view.id);
+  if (before && after && after.season < before.season) {
+    // Asked before the reset this page heard of: the season it knows is the newer.
+    after.season = before.season;
+    after.season_started_at = before.season_started_at;
   }
+  const select = el("board-select");
+  select.replaceChildren(...[...view.boards.values()].map((b) => option(b.id, b.title)));
+  if (!after) select.append(option(view.id, `${view.id} (no such board)`));
   select.value = view.id;
+  if (before && after && after.season > before.season) {
+    // A reset this page did not hear of (it was cut off): the live rows are the new
+    // season's, drawn afresh.
+    loadSeasons();
+    if (view.season === null) {
+      clearBoard();
+      if (live.entries) renderBoard(live.entries);
+    }
+  }
   showBoardTitle();
+  showSeasonPicker();
+  showCountdown();
+}
+
+function option(value, text) {
+  const node = document.createElement("option");
+  node.value = value;
+  node.textContent = text;
+  return node;
 }
 
 function showBoardTitle() {
   const shown = view.boards.get(view.id);
   el("board-title").textContent = shown ? `Top 10 — ${shown.title}` : "Top 10";
   el("board-order").textContent = shown && shown.sort === "asc" ? "(lowest first)" : "";
-  document.title = shown ? `${shown.title} — live top 10` : "Scoreboard — live top 10";
+  const past = view.season !== null;
+  const season = el("board-season");
+  season.dataset.past = String(past);
+  if (past) season.textContent = `Season ${view.season} · final standings`;
+  else if (shown && (shown.season > 1 || shown.reset !== "never")) {
+    season.textContent = `Season ${shown.season}`;
+  } else season.textContent = "";
+  if (!shown) document.title = "Scoreboard — live top 10";
+  else if (past) document.title = `${shown.title}, season ${view.season} — final standings`;
+  else document.title = `${shown.title} — live top 10`;
   if (view.boards.size && !shown) {
     live.source?.close();
     clearBoard();
-    el("board-note").textContent = "";
     board.empty.firstElementChild.textContent = "There is no such board.";
   }
 }
 
-function switchBoard(id, remember) {
-  if (id === view.id) return;
+function switchView(id, season, remember) {
+  if (id === view.id && season === view.season) return;
+  const otherBoard = id !== view.id;
   view.id = id;
-  if (remember) {
-    const url = id === DEFAULT_BOARD ? "/" : `/?board=${encodeURIComponent(id)}`;
-    window.history.pushState({ board: id }, "", url);
-  }
+  view.season = season;
+  if (remember) window.history.pushState(null, "", viewUrl(id, season));
   el("board-select").value = id;
+  if (otherBoard) {
+    view.seasons = [];
+    live.version = -1;
+    live.entries = null;
+    live.opened = false;
+    setConnection("connecting");
+    if (view.boards.has(id) || !view.boards.size) connect();
+    if (view.boards.has(id)) loadSeasons();
+  }
+  showView();
+  if (session.userId && season === null) showStanding();
+}
+
+// Draws what the view names: the live board from the stream's newest snapshot, or a
+// closed season's final standings, asked for.
+function showView() {
+  const shown = view.boards.get(view.id);
+  if (view.season !== null && shown && view.season === shown.season) {
+    view.season = null; // the season named is still the current one: the live board
+    window.history.replaceState(null, "", viewUrl(view.id, null));
+  }
+  const shows = ++view.shows;
   clearBoard();
-  setConnection("connecting");
   showBoardTitle();
-  if (view.boards.has(id) || !view.boards.size) connect();
-  if (session.userId) showStanding();
+  showSeasonPicker();
+  showCountdown();
+  if (view.boards.size && !shown) return; // there is no such board
+  if (view.season === null) {
+    if (live.entries) renderBoard(live.entries);
+    markStale();
+  } else {
+    loadFinal(view.id, view.season, shows);
+  }
 }
 
 function clearBoard() {
@@ -167,10 +306,111 @@ function clearBoard() {
     row.tr.remove();
   }
   board.rows.clear();
-  board.version = -1;
   board.painted = false;
   showEmpty(true);
   board.empty.firstElementChild.textContent = "Waiting for scores…";
+  markStale();
+}
+
+/* ------------------------------------------------------------------- seasons */
+
+async function loadSeasons() {
+  const id = view.id;
+  const asked = ++view.seasonLoads;
+  let listed;
+  try {
+    const response = await fetch(`/boards/${id}/seasons`, { cache: "no-cache" });
+    if (!response.ok) return;
+    listed = await response.json();
+  } catch {
+    return; // the live board works without; the picker waits for the next reset
+  }
+  if (asked !== view.seasonLoads || id !== view.id || !Array.isArray(listed)) return;
+  view.seasons = listed;
+  showSeasonPicker();
+}
+
+function showSeasonPicker() {
+  const shown = view.boards.get(view.id);
+  const current = shown ? shown.season : null;
+  const closed = view.seasons
+    .filter((s) => s.ended_at !== null && (current === null || s.season < current))
+    .slice(0, MAX_SEASONS_LISTED);
+  const choices = [option("", current === null ? "Live" : `Live — season ${current}`)];
+  for (const s of closed) {
+    choices.push(option(String(s.season), `Season ${s.season} — ended ${moment(s.ended_at)}`));
+  }
+  if (view.season !== null && !closed.some((s) => s.season === view.season)) {
+    choices.push(option(String(view.season), `Season ${view.season}`));
+  }
+  const select = el("season-select");
+  select.replaceChildren(...choices);
+  select.value = view.season === null ? "" : String(view.season);
+  // A board that never closed a season has nothing to pick.
+  el("season-picker").hidden = choices.length === 1;
+}
+
+function moment(text) {
+  const ms = Date.parse(text);
+  return Number.isFinite(ms) ? moments.format(ms) : String(text);
+}
+
+// A closed season's standings never change; the browser may keep them.
+async function loadFinal(id, season, shows) {
+  board.empty.firstElementChild.textContent = `Loading season ${season}…`;
+  let entries = null;
+  let failure;
+  try {
+    const response = await fetch(`/boards/${id}/seasons/${season}/scores?limit=10`,
+      { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    if (response.ok) entries = await response.json();
+    else if (response.status === 404) failure = "There is no such season.";
+    else failure = `Season ${season} could not be read: ${(await readProblem(response)).detail}`;
+  } catch {
+    failure = `Could not reach the server for season ${season}. Choose it again in a moment.`;
+  }
+  if (shows !== view.shows) return; // another view was chosen meanwhile
+  if (Array.isArray(entries)) renderBoard(entries);
+  else board.empty.firstElementChild.textContent = failure || "That season could not be read.";
+}
+
+/* ----------------------------------------------------------------- countdown */
+
+function showCountdown() {
+  clearTimeout(countdown.timer);
+  const shown = view.boards.get(view.id);
+  const due = shown && shown.next_reset_at ? Date.parse(shown.next_reset_at) : NaN;
+  const box = el("next-reset");
+  // The next reset is the live board's news; a closed season's standings are final.
+  box.hidden = !Number.isFinite(due) || view.season !== null;
+  if (box.hidden) return;
+  box.title = `The board resets ${moments.format(due)}`;
+  tickCountdown(due);
+}
+
+function tickCountdown(due) {
+  const left = due - Date.now();
+  if (left <= 0) {
+    el("next-reset").textContent = "Resetting now…";
+    // The season event brings the news; this is for a page that missed it.
+    countdown.checks += 1;
+    const wait = Math.min(MAX_BACKOFF_MS, RESET_CHECK_MS * 2 ** (countdown.checks - 1));
+    countdown.timer = setTimeout(loadBoards, wait + Math.random() * RESET_SPREAD_MS);
+    return;
+  }
+  countdown.checks = 0;
+  el("next-reset").textContent = `Next reset in ${duration(left)}`;
+  countdown.timer = setTimeout(() => tickCountdown(due), left % 1000 || 1000);
+}
+
+// "2 d 03:14:07", or "03:14:07" within a day.
+function duration(ms) {
+  const total = Math.ceil(ms / 1000);
+  const days = Math.floor(total / 86400);
+  const clock = [Math.floor(total / 3600) % 24, Math.floor(total / 60) % 60, total % 60]
+    .map((n) => String(n).padStart(2, "0"))
+    .join(":");
+  return days ? `${days} d ${clock}` : clock;
 }
 
 /* --------------------------------------------------------------------- board */
@@ -207,7 +447,8 @@ function renderBoard(entries) {
 function showEmpty(empty) {
   // Kept by reference: once out of the table, it cannot be found by id.
   board.empty ||= el("board-empty");
-  board.empty.firstElementChild.textContent = "No scores yet — be the first.";
+  board.empty.firstElementChild.textContent =
+    view.season === null ? "No scores yet — be the first." : "Nobody scored in this season.";
   if (empty) el("board-rows").append(board.empty);
   else board.empty.remove();
 }
@@ -399,11 +640,11 @@ function watchExpiry(exp) {
   }
 }
 
-// The signed-in user's standing on the board shown: from its rows when they are on
-// them, else asked for.
+// The signed-in user's standing on the live board: from its rows when they are shown
+// and the user is on them, else asked for.
 async function showStanding() {
   const userId = session.userId;
-  const row = board.rows.get(userId);
+  const row = view.season === null && board.rows.get(userId);
   if (row) {
     sayStanding(row.entry, "info");
     return;
@@ -434,7 +675,7 @@ function sayStanding(user, tone, announce = true) {
 
 // Others' scores move the user's rank too; keep the line true, without announcing it.
 function refreshStanding() {
-  const row = session.showsStanding && board.rows.get(session.userId);
+  const row = session.showsStanding && view.season === null && board.rows.get(session.userId);
   if (!row) return;
   const text = standing(row.entry.score, row.entry.rank);
   if (el("result").textContent !== text) sayStanding(row.entry, el("result").dataset.tone, false);
@@ -713,13 +954,25 @@ function start() {
   });
   restoreSession();
 
-  el("board-select").addEventListener("change", (event) => switchBoard(event.target.value, true));
-  window.addEventListener("popstate", () => switchBoard(boardInUrl(), false));
+  el("board-select").addEventListener("change", (event) => {
+    switchView(event.target.value, null, true);
+  });
+  el("season-select").addEventListener("change", (event) => {
+    const season = event.target.value;
+    switchView(view.id, season === "" ? null : Number(season), true);
+  });
+  window.addEventListener("popstate", () => {
+    const named = viewInUrl();
+    switchView(named.id, named.season, false);
+  });
   // The default board always exists: its stream opens at once; another's once the list
-  // says it is there.
+  // says it is there. A closed season named in the URL is drawn once the list says
+  // which season is current.
   if (view.id === DEFAULT_BOARD) connect();
   loadBoards().then(() => {
     if (view.id !== DEFAULT_BOARD && view.boards.has(view.id)) connect();
+    if (view.boards.has(view.id)) loadSeasons();
+    if (view.season !== null) showView();
   });
   // Back online: do not wait for the next retry.
   window.addEventListener("online", () => {

@@ -9,7 +9,7 @@ of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,6 +20,7 @@ from scoreboard.model import (
     Entry,
     Flag,
     RankedUser,
+    Season,
     SecurityEvent,
     StoredResponse,
     Ticket,
@@ -28,6 +29,7 @@ from scoreboard.model import (
 
 Key = tuple[str, str]  # (sub, Idempotency-Key)
 Slot = tuple[str, str]  # (board, user_id)
+Standing = tuple[str, int, str | None]  # user_id, score, name: a row of final standings
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ class Transaction(Protocol):
     async def ban(self, user_id: str, by: str, now_ms: int) -> bool:
         """Ban ``user_id``; False when already banned."""
 
-    async def unban(self, user_id: str) -> list[Entry]:
+    async def unban(self, user_id: str, now_ms: int) -> list[Entry]:
         """Lift a ban; the user's entries on every live board (to put back)."""
 
     async def revert(self, user_id: str, boards: Sequence[Board], since_ms: int,
@@ -127,6 +129,24 @@ class Transaction(Protocol):
         "full"."""
 
     async def retitle_board(self, board_id: str, title: str) -> None: ...
+
+    async def board_to_change(self, board_id: str) -> Board | None:
+        """A live board as committed now, locked against batches and other changes until
+        the transaction ends (one reset at a time)."""
+
+    async def reset_season(self, board: Board, ended_ms: int) -> Board | None:
+        """Close the board's season ``board.season`` at ``ended_ms`` and open the next,
+        starting then; the board as it now is, or None when it is no longer at that
+        season (reset already, by this instance or another) or was deleted. The new
+        season's row is unique: a reset commits once."""
+
+    async def add_standings(self, board_id: str, season: int, first_rank: int,
+                            rows: Sequence[Standing]) -> None:
+        """Store final standings, ``rows`` in rank order from ``first_rank``; a rank already
+        stored is left as it is (the rows are the same whoever stores them)."""
+
+    async def mark_stored(self, board_id: str, season: int, now_ms: int) -> None:
+        """Every rank of the season's final standings is stored."""
 
     async def delete_board(self, board_id: str, now_ms: int) -> None: ...
 
@@ -173,6 +193,27 @@ class Store(Protocol):
         to be taken once (a big board is not held in a list)."""
 
     async def banned(self) -> set[str]: ...
+
+    async def seasons(self, board_id: str) -> list[Season]:
+        """The board's seasons, newest first."""
+
+    async def season(self, board_id: str, season: int) -> Season | None: ...
+
+    async def unstored(self) -> list[Season]:
+        """Closed seasons of live boards whose final standings are not stored yet."""
+
+    def final_standings(self, board: Board, season: Season,
+                        chunk: int) -> AsyncIterator[list[Standing]]:
+        """A closed season's entries in rank order, without the users banned when it
+        ended, ``chunk`` at a time: what its final standings are. Read apart from the
+        writer, which never waits on it."""
+
+    async def standings(self, board_id: str, season: int, limit: int,
+                        after_rank: int = 0) -> list[RankedUser]:
+        """A page of a closed season's stored final standings, after ``after_rank``."""
+
+    async def standing(self, board_id: str, season: int, user_id: str) -> RankedUser | None:
+        """A user's place in a closed season's stored final standings."""
 
     async def top(self, board: Board, limit: int, after: Entry | None = None,
                   offset: int = 0) -> list[RankedUser]:

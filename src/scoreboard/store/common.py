@@ -1,6 +1,7 @@
 """What both stores do the same way, over a dialect's own way of running a statement.
 
-Reverts and board creation are rare: several plain statements each, written once here.
+Reverts, bans, board creation and season resets are rare: several plain statements
+each, written once here.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ async def revert(q: Statements, user_id: str, boards: Sequence[Board], since_ms:
         if not undo:
             continue
         found = await q.rows(sql.ENTRY, (board.id, board.season, user_id))
-        old = sql.entry(board.id, found[0]) if found else None
+        old = sql.entry(board.id, board.season, found[0]) if found else None
         (revert_id,) = await q.reserve(1)
         for row_id, _, _ in undo:
             await q.run(sql.MARK_REVERTED, (revert_id, row_id))
@@ -47,15 +48,16 @@ async def revert(q: Statements, user_id: str, boards: Sequence[Board], since_ms:
         if board.spec.operator == "increment":
             points = sum(amount for _, kind, amount in undo if kind == "add")
             score = (old.score if old else 0) - points
-            new = Entry(board.id, user_id, score, revert_id, old.name if old else None)
+            new = Entry(board.id, board.season, user_id, score, revert_id,
+                        old.name if old else None)
         else:
             remaining = await q.rows(sql.REMAINING, key)
             chosen = _standing(board.spec, remaining)
             # The revert is the newest change of the entry: its seq (so that every mirror
             # of the entry, which only takes newer seqs, takes it); the score is what the
             # remaining submissions give.
-            new = None if chosen is None else Entry(board.id, user_id, chosen, revert_id,
-                                                    old.name if old else None)
+            new = None if chosen is None else Entry(board.id, board.season, user_id, chosen,
+                                                    revert_id, old.name if old else None)
         change = (new.score if new else 0) - (old.score if old else 0)
         await q.run(sql.ADD_LEDGER, (revert_id, board.id, board.season, user_id, "revert",
                                      change, now_ms, source))
@@ -94,4 +96,28 @@ async def create_board(q: Statements, spec: BoardSpec, now_ms: int,
         return "full"
     await q.run(sql.CREATE_BOARD, (spec.id, spec.title, spec.sort, spec.operator, spec.reset,
                                    spec.timezone, now_ms, now_ms))
+    await q.run(sql.OPEN_SEASON, (spec.id, 1, now_ms))
     return Board(spec, 1, now_ms)
+
+
+async def reset_season(q: Statements, board: Board, ended_ms: int) -> Board | None:
+    """Close ``board.season`` at ``ended_ms`` and open the next from then; None when the
+    board is not at that season any more (another instance reset it) or is gone."""
+    if not await q.rows(sql.ADVANCE_SEASON, (ended_ms, board.id, board.season)):
+        return None
+    await q.run(sql.CLOSE_SEASON, (ended_ms, board.id, board.season))
+    await q.run(sql.OPEN_SEASON, (board.id, board.season + 1, ended_ms))
+    return Board(board.spec, board.season + 1, ended_ms)
+
+
+async def ban(q: Statements, user_id: str, by: str, now_ms: int) -> bool:
+    if not await q.rows(sql.BAN, (user_id, now_ms, by)):
+        return False
+    await q.run(sql.BANNED_FROM, (user_id, now_ms))
+    return True
+
+
+async def unban(q: Statements, user_id: str, now_ms: int) -> list[Entry]:
+    if await q.rows(sql.UNBAN, (user_id,)):
+        await q.run(sql.BAN_LIFTED, (now_ms, user_id))
+    return [sql.entry(row[0], row[1], row[2:]) for row in await q.rows(sql.ENTRIES_OF, (user_id,))]

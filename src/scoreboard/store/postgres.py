@@ -30,13 +30,22 @@ from scoreboard.model import (
     Entry,
     Flag,
     RankedUser,
+    Season,
     SecurityEvent,
     StoredResponse,
     Ticket,
     UserRecord,
 )
 from scoreboard.store import common, sql
-from scoreboard.store.base import BatchRead, BatchState, BatchWrite, Key, Slot, Transaction
+from scoreboard.store.base import (
+    BatchRead,
+    BatchState,
+    BatchWrite,
+    Key,
+    Slot,
+    Standing,
+    Transaction,
+)
 from scoreboard.store.migrations import migrations
 
 _MIGRATION_LOCK = 7_303_240_117  # any constant: the advisory lock all instances agree on
@@ -61,7 +70,7 @@ _BOARDS_OF = (
 )
 _TICKETS = f"SELECT {sql.TICKET_COLUMNS} FROM tickets WHERE id = ANY(%s) FOR UPDATE"  # noqa: S608
 _ENTRIES_OF = """
-SELECT e.board, e.user_id, e.score, e.seq, u.name FROM entries e
+SELECT e.board, e.season, e.user_id, e.score, e.seq, u.name FROM entries e
 JOIN boards b ON b.id = e.board AND b.season = e.season
 LEFT JOIN users u ON u.user_id = e.user_id
 WHERE (e.board, e.user_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
@@ -96,6 +105,12 @@ FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::bytea[]) AS v(u, 
 WHERE i.user_id = v.u AND i.key = v.k
 """
 _AUDIT = sql.pyformat(sql.AUDIT) + " RETURNING id"
+_ADD_STANDINGS = """
+INSERT INTO standings (board, season, rank, user_id, score, name)
+SELECT %s, %s, %s + r.n - 1, r.u, r.s, r.name
+FROM unnest(%s::text[], %s::bigint[], %s::text[]) WITH ORDINALITY AS r(u, s, name, n)
+ON CONFLICT (board, season, rank) DO NOTHING
+"""
 _POINTS_SINCE = sql.pyformat(
     f"SELECT user_id, {sql.POINTS} FROM ledger "  # noqa: S608 (constants)
     "WHERE user_id = ANY(?) AND at_ms >= ? GROUP BY user_id"
@@ -189,7 +204,7 @@ class _PostgresTransaction:
         if boards is not None:
             state.boards = {row[0]: sql.board(row) for row in await self._all(boards)}
         state.tickets = {row[0]: Ticket(*row) for row in await self._all(tickets)}
-        state.entries = {(row[0], row[1]): sql.entry(row[0], row[1:])
+        state.entries = {(row[0], row[2]): sql.entry(row[0], row[1], row[2:])
                          for row in await self._all(entries) if row[0] in state.boards}
         state.ids = [row[0] for row in await self._all(ids)]
         return state
@@ -248,11 +263,10 @@ class _PostgresTransaction:
         return int(audit_id)
 
     async def ban(self, user_id: str, by: str, now_ms: int) -> bool:
-        return bool(await self.rows(sql.BAN, (user_id, now_ms, by)))
+        return await common.ban(self, user_id, by, now_ms)
 
-    async def unban(self, user_id: str) -> list[Entry]:
-        await self.run(sql.UNBAN, (user_id,))
-        return [sql.entry(row[0], row[1:]) for row in await self.rows(sql.ENTRIES_OF, (user_id,))]
+    async def unban(self, user_id: str, now_ms: int) -> list[Entry]:
+        return await common.unban(self, user_id, now_ms)
 
     async def revert(self, user_id: str, boards: Sequence[Board], since_ms: int,
                      source: str, now_ms: int) -> tuple[list[Entry], list[Slot], int]:
@@ -263,6 +277,23 @@ class _PostgresTransaction:
 
     async def retitle_board(self, board_id: str, title: str) -> None:
         await self.run(sql.RETITLE_BOARD, (title, board_id))
+
+    async def board_to_change(self, board_id: str) -> Board | None:
+        found = await self.rows(sql.BOARD + " FOR UPDATE", (board_id,))
+        return sql.board(found[0]) if found else None
+
+    async def reset_season(self, board: Board, ended_ms: int) -> Board | None:
+        return await common.reset_season(self, board, ended_ms)
+
+    async def add_standings(self, board_id: str, season: int, first_rank: int,
+                            rows: Sequence[Standing]) -> None:
+        if rows:
+            await self._execute(_ADD_STANDINGS, (
+                board_id, season, first_rank, [r[0] for r in rows], [r[1] for r in rows],
+                [r[2] for r in rows]))
+
+    async def mark_stored(self, board_id: str, season: int, now_ms: int) -> None:
+        await self.run(sql.MARK_STORED, (now_ms, board_id, season))
 
     async def delete_board(self, board_id: str, now_ms: int) -> None:
         await self.run(sql.DELETE_BOARD, (now_ms, board_id))
@@ -380,10 +411,42 @@ class PostgresStore:
         names = dict(await self._rows(_q(sql.NAMES)))
         banned = {row[0] for row in await self._rows(_q(sql.BANNED))}
         rows = await self._rows(_q(sql.ENTRIES), (board.id, board.season))
-        return sql.entries(board.id, rows, names, banned)
+        return sql.entries(board, rows, names, banned)
 
     async def banned(self) -> set[str]:
         return {row[0] for row in await self._rows("SELECT user_id FROM bans")}
+
+    async def seasons(self, board_id: str) -> list[Season]:
+        return [sql.season(row) for row in await self._rows(_q(sql.SEASONS_OF), (board_id,))]
+
+    async def season(self, board_id: str, season: int) -> Season | None:
+        found = await self._rows(_q(sql.SEASON_OF), (board_id, season))
+        return sql.season(found[0]) if found else None
+
+    async def unstored(self) -> list[Season]:
+        return [sql.season(row) for row in await self._rows(_q(sql.UNSTORED))]
+
+    async def final_standings(self, board: Board, season: Season,
+                              chunk: int) -> AsyncIterator[list[Standing]]:
+        """A server-side cursor over the rank-order index: rows come ``chunk`` at a time."""
+        params = (board.id, season.season, season.ended_ms, season.ended_ms)
+        async with self._connection() as conn, conn.transaction():
+            try:
+                async with conn.cursor(name="final_standings") as cursor:
+                    await cursor.execute(_q(sql.final(board)), params)
+                    while rows := await cursor.fetchmany(chunk):
+                        yield rows
+            except psycopg.Error as exc:
+                raise failure(exc) from exc
+
+    async def standings(self, board_id: str, season: int, limit: int,
+                        after_rank: int = 0) -> list[RankedUser]:
+        return sql.standings(await self._rows(_q(sql.STANDINGS),
+                                              (board_id, season, after_rank, limit)))
+
+    async def standing(self, board_id: str, season: int, user_id: str) -> RankedUser | None:
+        found = sql.standings(await self._rows(_q(sql.STANDING), (board_id, season, user_id)))
+        return found[0] if found else None
 
     async def top(self, board: Board, limit: int, after: Entry | None = None,
                   offset: int = 0) -> list[RankedUser]:
@@ -402,7 +465,7 @@ class PostgresStore:
             banned = await (await conn.execute(_q(sql.IS_BANNED), (user_id,))).fetchone()
             if found is None or banned is not None:
                 return None
-            entry = sql.entry(board.id, found)
+            entry = sql.entry(board.id, board.season, found)
             params = (board.id, board.season, entry.score, entry.score, entry.seq, user_id)
             (ahead,) = await (await conn.execute(_q(sql.rank(board)), params)).fetchone()  # type: ignore[misc]
         return RankedUser(ahead + 1, user_id, entry.name or user_id, entry.score)

@@ -16,6 +16,7 @@ from scoreboard.model import (
     Flag,
     LedgerEntry,
     RankedUser,
+    Season,
     SecurityEvent,
     UserRecord,
 )
@@ -62,16 +63,49 @@ POINTS = "sum(amount) FILTER (WHERE kind = 'add')"
 RECORD_EVENT = "INSERT INTO security_events (user_id, at_ms, kind, detail) VALUES (?, ?, ?, ?)"
 AUDIT = "INSERT INTO audit (at_ms, admin, action, target, detail) VALUES (?, ?, ?, ?, ?)"
 BAN = "INSERT INTO bans VALUES (?, ?, ?) ON CONFLICT (user_id) DO NOTHING RETURNING user_id"
-UNBAN = "DELETE FROM bans WHERE user_id = ?"
+UNBAN = "DELETE FROM bans WHERE user_id = ? RETURNING user_id"
+BANNED_FROM = "INSERT INTO ban_history (user_id, banned_ms) VALUES (?, ?)"
+BAN_LIFTED = "UPDATE ban_history SET lifted_ms = ? WHERE user_id = ? AND lifted_ms IS NULL"
 IS_BANNED = "SELECT 1 FROM bans WHERE user_id = ?"
 NAME_OF = "SELECT name FROM users WHERE user_id = ?"
 
 BOARD_COLUMNS = "id, title, sort, operator, reset, timezone, season, season_started_ms"
 BOARDS = f"SELECT {BOARD_COLUMNS} FROM boards WHERE deleted_ms IS NULL ORDER BY id"  # noqa: S608
 BOARD_STATE = "SELECT deleted_ms FROM boards WHERE id = ?"
+BOARD = f"SELECT {BOARD_COLUMNS} FROM boards WHERE id = ? AND deleted_ms IS NULL"  # noqa: S608
 LIVE_BOARDS = "SELECT count(*) FROM boards WHERE deleted_ms IS NULL"
 CREATE_BOARD = (
     f"INSERT INTO boards ({BOARD_COLUMNS}, created_ms) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"  # noqa: S608
+)
+# A reset: the board moves on only from the season expected (so it happens once), the
+# season's row closes and the next one's is made (its key is unique).
+ADVANCE_SEASON = (
+    "UPDATE boards SET season = season + 1, season_started_ms = ? "
+    "WHERE id = ? AND season = ? AND deleted_ms IS NULL RETURNING season"
+)
+CLOSE_SEASON = "UPDATE seasons SET ended_ms = ? WHERE board = ? AND season = ?"
+OPEN_SEASON = "INSERT INTO seasons (board, season, started_ms) VALUES (?, ?, ?)"
+SEASON_COLUMNS = "board, season, started_ms, ended_ms, stored_ms"
+SEASONS_OF = f"SELECT {SEASON_COLUMNS} FROM seasons WHERE board = ? ORDER BY season DESC"  # noqa: S608
+SEASON_OF = f"SELECT {SEASON_COLUMNS} FROM seasons WHERE board = ? AND season = ?"  # noqa: S608
+UNSTORED = (  # closed seasons of live boards whose standings are not stored yet
+    f"SELECT {SEASON_COLUMNS} FROM seasons WHERE ended_ms IS NOT NULL AND stored_ms IS NULL "  # noqa: S608
+    "AND board IN (SELECT id FROM boards WHERE deleted_ms IS NULL) ORDER BY board, season"
+)
+ADD_STANDING = (
+    "INSERT INTO standings (board, season, rank, user_id, score, name) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (board, season, rank) DO NOTHING"
+)
+MARK_STORED = (
+    "UPDATE seasons SET stored_ms = ? WHERE board = ? AND season = ? AND stored_ms IS NULL"
+)
+STANDINGS = (
+    "SELECT rank, user_id, name, score FROM standings WHERE board = ? AND season = ? "
+    "AND rank > ? ORDER BY rank LIMIT ?"
+)
+STANDING = (
+    "SELECT rank, user_id, name, score FROM standings WHERE board = ? AND season = ? "
+    "AND user_id = ?"
 )
 RETITLE_BOARD = "UPDATE boards SET title = ? WHERE id = ? AND deleted_ms IS NULL"
 DELETE_BOARD = "UPDATE boards SET deleted_ms = ? WHERE id = ? AND deleted_ms IS NULL"
@@ -86,7 +120,7 @@ ENTRIES = "SELECT user_id, score, seq FROM entries WHERE board = ? AND season = 
 NAMES = "SELECT user_id, name FROM users WHERE name IS NOT NULL"
 BANNED = "SELECT user_id FROM bans"
 ENTRIES_OF = (  # a user's entries on every live board's current season
-    f"SELECT e.board, {_ENTRY} {_FROM} JOIN boards b ON b.id = e.board "
+    f"SELECT e.board, e.season, {_ENTRY} {_FROM} JOIN boards b ON b.id = e.board "
     "AND b.season = e.season AND b.deleted_ms IS NULL WHERE e.user_id = ? ORDER BY e.board"
 )
 COUNT = f"SELECT count(*) FROM entries e WHERE e.board = ? AND e.season = ? AND {_NOT_BANNED}"  # noqa: S608
@@ -116,6 +150,15 @@ def top(board: Board, after: bool) -> str:
     if after:
         where += f" AND {behind(board)}"
     return f"SELECT {_ENTRY} {_FROM} WHERE {where} ORDER BY {order(board)} LIMIT ? OFFSET ?"
+
+
+def final(board: Board) -> str:
+    """A closed season's entries in rank order, without those banned when it ended:
+    board, season, ended, ended."""
+    return (f"SELECT e.user_id, e.score, u.name {_FROM} WHERE e.board = ? AND e.season = ? "  # noqa: S608
+            "AND NOT EXISTS (SELECT 1 FROM ban_history h WHERE h.user_id = e.user_id AND "
+            "h.banned_ms <= ? AND (h.lifted_ms IS NULL OR h.lifted_ms > ?)) "
+            f"ORDER BY {order(board)}")
 
 
 def rank(board: Board) -> str:
@@ -166,18 +209,29 @@ def board(row: Any) -> Board:
                  started_ms)
 
 
-def entries(board_id: str, rows: Iterable[Any], names: dict[str, str],
+def season(row: Any) -> Season:
+    """A row of SEASON_COLUMNS."""
+    return Season(*row)
+
+
+def entries(board: Board, rows: Iterable[Any], names: dict[str, str],
             banned: set[str]) -> Iterator[Entry]:
     """The rows of ENTRIES, with names, banned users left out, as they are read."""
-    named = names.get
-    return (Entry(board_id, user_id, score, seq, named(user_id))
+    named, board_id, season_no = names.get, board.id, board.season
+    return (Entry(board_id, season_no, user_id, score, seq, named(user_id))
             for user_id, score, seq in rows if user_id not in banned)
 
 
-def entry(board_id: str, row: Any) -> Entry:
+def entry(board_id: str, season_no: int, row: Any) -> Entry:
     """A row of ``_ENTRY``'s columns."""
     user_id, score, seq, name = row
-    return Entry(board_id, user_id, score, seq, name)
+    return Entry(board_id, season_no, user_id, score, seq, name)
+
+
+def standings(rows: list[Any]) -> list[RankedUser]:
+    """Rows of STANDINGS."""
+    return [RankedUser(rank, user_id, name or user_id, score)
+            for rank, user_id, name, score in rows]
 
 
 def ranked(rows: list[Any], first_rank: int) -> list[RankedUser]:
@@ -191,7 +245,7 @@ def user_record(user_id: str, name: list[Any], entries: list[Any], banned: list[
     """The rows of NAME_OF, ENTRIES_OF, IS_BANNED, LEDGER_OF, EVENTS_OF and FLAGS_OF."""
     return UserRecord(
         name=name[0][0] if name else None,
-        entries=[entry(row[0], row[1:]) for row in entries],
+        entries=[entry(row[0], row[1], row[2:]) for row in entries],
         banned=bool(banned),
         ledger=[LedgerEntry(*row) for row in ledger],
         events=[SecurityEvent(user_id, *row) for row in events],

@@ -28,13 +28,22 @@ from scoreboard.model import (
     Entry,
     Flag,
     RankedUser,
+    Season,
     SecurityEvent,
     StoredResponse,
     Ticket,
     UserRecord,
 )
 from scoreboard.store import common, sql
-from scoreboard.store.base import BatchRead, BatchState, BatchWrite, Key, Slot, Transaction
+from scoreboard.store.base import (
+    BatchRead,
+    BatchState,
+    BatchWrite,
+    Key,
+    Slot,
+    Standing,
+    Transaction,
+)
 from scoreboard.store.migrations import migrations
 
 # A list travels as one JSON parameter.
@@ -127,7 +136,7 @@ class _SQLiteTransaction:
                 continue
             found = await self.rows(sql.ENTRY, (board_id, board.season, user_id))
             if found:
-                state.entries[(board_id, user_id)] = sql.entry(board_id, found[0])
+                state.entries[(board_id, user_id)] = sql.entry(board_id, board.season, found[0])
         state.ids = await self.reserve(request.ids)
         return state
 
@@ -173,11 +182,10 @@ class _SQLiteTransaction:
         return audit_id
 
     async def ban(self, user_id: str, by: str, now_ms: int) -> bool:
-        return bool(await self.rows(sql.BAN, (user_id, now_ms, by)))
+        return await common.ban(self, user_id, by, now_ms)
 
-    async def unban(self, user_id: str) -> list[Entry]:
-        await self.run(sql.UNBAN, (user_id,))
-        return [sql.entry(row[0], row[1:]) for row in await self.rows(sql.ENTRIES_OF, (user_id,))]
+    async def unban(self, user_id: str, now_ms: int) -> list[Entry]:
+        return await common.unban(self, user_id, now_ms)
 
     async def revert(self, user_id: str, boards: Sequence[Board], since_ms: int,
                      source: str, now_ms: int) -> tuple[list[Entry], list[Slot], int]:
@@ -188,6 +196,21 @@ class _SQLiteTransaction:
 
     async def retitle_board(self, board_id: str, title: str) -> None:
         await self.run(sql.RETITLE_BOARD, (title, board_id))
+
+    async def board_to_change(self, board_id: str) -> Board | None:
+        found = await self.rows(sql.BOARD, (board_id,))
+        return sql.board(found[0]) if found else None
+
+    async def reset_season(self, board: Board, ended_ms: int) -> Board | None:
+        return await common.reset_season(self, board, ended_ms)
+
+    async def add_standings(self, board_id: str, season: int, first_rank: int,
+                            rows: Sequence[Standing]) -> None:
+        self._many(sql.ADD_STANDING, [(board_id, season, first_rank + i, *row)
+                                      for i, row in enumerate(rows)])
+
+    async def mark_stored(self, board_id: str, season: int, now_ms: int) -> None:
+        await self.run(sql.MARK_STORED, (now_ms, board_id, season))
 
     async def delete_board(self, board_id: str, now_ms: int) -> None:
         await self.run(sql.DELETE_BOARD, (now_ms, board_id))
@@ -269,7 +292,7 @@ class SQLiteStore:
             rows = conn.execute(sql.ENTRIES, (board.id, board.season))
         except sqlite3.Error as exc:
             raise StoreUnavailable() from exc
-        return _translated(sql.entries(board.id, rows, names, banned))
+        return _translated(sql.entries(board, rows, names, banned))
 
     async def top(self, board: Board, limit: int, after: Entry | None = None,
                   offset: int = 0) -> list[RankedUser]:
@@ -285,7 +308,7 @@ class SQLiteStore:
         found = self._reads(sql.ENTRY, (board.id, board.season, user_id))
         if not found or self._reads(sql.IS_BANNED, (user_id,)):
             return None
-        entry = sql.entry(board.id, found[0])
+        entry = sql.entry(board.id, board.season, found[0])
         ((ahead,),) = self._reads(sql.rank(board), (board.id, board.season, entry.score,
                                                     entry.score, entry.seq, user_id))
         return RankedUser(ahead + 1, user_id, entry.name or user_id, entry.score)
@@ -299,6 +322,39 @@ class SQLiteStore:
 
     async def banned(self) -> set[str]:
         return {row[0] for row in self._reads("SELECT user_id FROM bans", ())}
+
+    async def seasons(self, board_id: str) -> list[Season]:
+        return [sql.season(row) for row in self._reads(sql.SEASONS_OF, (board_id,))]
+
+    async def season(self, board_id: str, season: int) -> Season | None:
+        found = self._reads(sql.SEASON_OF, (board_id, season))
+        return sql.season(found[0]) if found else None
+
+    async def unstored(self) -> list[Season]:
+        return [sql.season(row) for row in self._reads(sql.UNSTORED, ())]
+
+    async def final_standings(self, board: Board, season: Season,
+                              chunk: int) -> AsyncIterator[list[Standing]]:
+        """On a connection of its own, in a worker thread: a million entries are sorted
+        and read without holding the event loop (or the writer) for it."""
+        conn = await asyncio.to_thread(_connect, self.path, 200)
+        try:
+            params = (board.id, season.season, season.ended_ms, season.ended_ms)
+            cursor = await asyncio.to_thread(conn.execute, sql.final(board), params)
+            while rows := await asyncio.to_thread(cursor.fetchmany, chunk):
+                yield rows
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+        finally:
+            conn.close()
+
+    async def standings(self, board_id: str, season: int, limit: int,
+                        after_rank: int = 0) -> list[RankedUser]:
+        return sql.standings(self._reads(sql.STANDINGS, (board_id, season, after_rank, limit)))
+
+    async def standing(self, board_id: str, season: int, user_id: str) -> RankedUser | None:
+        found = sql.standings(self._reads(sql.STANDING, (board_id, season, user_id)))
+        return found[0] if found else None
 
     async def user_record(self, user_id: str, limit: int) -> UserRecord:
         return sql.user_record(
