@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck deploy-check chromium pytest bench lock clean
+.PHONY: run test lint typecheck deploy-check system-packages pytest bench lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -22,15 +22,16 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 run: $(VENV)/.installed
 	$(BIN)/scoreboard serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed lint typecheck deploy-check chromium pytest
+test: $(VENV)/.installed lint typecheck deploy-check system-packages pytest
 
-# The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+# The browser tests drive Debian's Chromium (Playwright cannot download browsers here);
+# the season tests run servers under Debian's libfaketime.
+system-packages:
+	@{ command -v chromium && command -v faketime; } >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium faketime; \
 		else \
-			echo "the browser tests need Chromium at /usr/bin/chromium (apt install chromium)"; exit 1; \
+			echo "the tests need Chromium at /usr/bin/chromium and libfaketime (apt install chromium faketime)"; exit 1; \
 		fi; }
 
 lint: $(VENV)/.installed
