@@ -394,6 +394,7 @@ class Hub:
         self.on_push = on_push
         self._on_drop = on_drop
         self._feeds: dict[str, _Feed] = {}
+        self._gone: set[str] = set()  # deleted boards: a late snapshot of one is dropped
         self._connections = 0
         self._per_address: Counter[str] = Counter()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -470,7 +471,8 @@ class Hub:
             feed.subscribers.discard(subscriber)
 
     def board_gone(self, board: str) -> None:
-        """A board deleted: its streams end."""
+        """A board deleted: its streams end (a board id is never used again)."""
+        self._gone.add(board)
         feed = self._feeds.pop(board, None)
         if feed is not None:
             feed.stop()
@@ -482,7 +484,7 @@ class Hub:
     def offer(self, message: object) -> None:
         """A message from the broker: a snapshot is the newest state of its board,
         swept out now or when due."""
-        if isinstance(message, Snapshot):
+        if isinstance(message, Snapshot) and message.board not in self._gone:
             self._feed(message.board).offer(message)
 
     # -- walking subscribers ------------------------------------------------------

@@ -108,14 +108,16 @@ class Service:
         self.scheduler = Scheduler(self.boards, self._committer.submit, clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._reloading: asyncio.Task[None] | None = None
+        self._stale = False  # a notice came: the list of boards is read again
         broker.subscribe(self._heard)  # other instances' changes too
-        broker.on_reconnect(self.refresh)
+        broker.on_reconnect(self._reconnected)
 
     async def start(self) -> None:
         started = time.perf_counter()
         self.reads.cursors = CursorCodec(await self.store.secret("cursor"))
-        boards, _ = await self.boards.load()
+        boards = await self.boards.load()
         entries = await load_ranking(self.store, self.ranking, boards)
+        self.boards.take_up = self._take_up  # from now on, each change as it is read
         self._on_rebuild(time.perf_counter() - started)
         log.info("ranking_rebuilt", boards=len(boards), entries=entries,
                  seconds=round(time.perf_counter() - started, 3))
@@ -145,32 +147,43 @@ class Service:
 
     def _heard(self, message: Message) -> None:
         self.reads.seen(message)
-        idle = self._reloading is None or self._reloading.done()
-        if isinstance(message, Notice) and message.kind == "boards" and idle:
-            self._reloading = asyncio.get_running_loop().create_task(self._reload())
+        if isinstance(message, Notice) and message.kind == "boards":
+            self._stale = True  # notices while a read runs: one more read after it
+            if self._reloading is None or self._reloading.done():
+                self._reloading = asyncio.get_running_loop().create_task(self._reload())
 
     async def _reload(self) -> None:
-        """Take up boards made, changed, reset or deleted elsewhere."""
+        while self._stale:
+            self._stale = False
+            try:
+                await self.boards.load()
+            except Exception:  # the next notice, reconnect or start tries again
+                log.exception("boards_reload_failed")
+
+    async def _reconnected(self) -> None:
+        """The broker is back: notices may have been missed, and snapshots."""
         try:
-            before = {board.id: board for board in self.boards.all()}
-            changed, gone = await self.boards.load()
-            moved_on = set()
-            for board in changed:
-                known = before.get(board.id)
-                if known is not None and board.season > known.season:
-                    self.reads.forget(board.id)
-                    await self.ranking.new_season(board)
-                    moved_on.add(board.id)
-                elif await self.ranking.count(board.id) == 0:
-                    await self.ranking.rebuild(board, await self.store.entries(board), None)
-            if moved_on:
-                await self.refresh(moved_on)
-            for board_id in gone:
-                await self.ranking.drop(board_id)
-                self.reads.forget(board_id)
-                self._on_board_gone(board_id)
-        except Exception:  # the next notice, or the next start, tries again
-            log.exception("boards_reload_failed")
+            await self.boards.load()
+        finally:
+            await self.refresh()
+
+    async def _take_up(self, changed: list[tuple[Board | None, Board]], gone: list[str]) -> None:
+        """Boards made, reset or deleted elsewhere (or before this instance heard)."""
+        fresh = set()
+        for known, board in changed:
+            if known is not None and board.season > known.season:
+                self.reads.forget(board.id)
+                await self.ranking.new_season(board)
+                fresh.add(board.id)
+            elif known is None and await self.ranking.count(board.id) == 0:
+                await self.ranking.rebuild(board, await self.store.entries(board), None)
+                fresh.add(board.id)
+        if fresh:
+            await self.refresh(fresh)
+        for board_id in gone:
+            await self.ranking.drop(board_id)
+            self.reads.forget(board_id)
+            self._on_board_gone(board_id)
 
     # -- reads that are not the hot path
 

@@ -421,3 +421,17 @@ async def test_a_websocket_follows_several_boards(server: Server) -> None:
                 f"b{i}" for i in range(21)))):
             pass
     assert refused.value.response.status_code == 422
+
+
+async def test_a_deleted_board_leaves_a_websocket_and_the_rest_stands(server: Server) -> None:
+    await make(server, "weekly")
+    async with websockets.connect(ws_url(server, "?boards=weekly,default")) as ws:
+        first = [json.loads(await asyncio.wait_for(ws.recv(), 2)) for _ in range(2)]
+        assert {m["board"] for m in first} == {"weekly", "default"}
+        await server.client.delete("/admin/boards/weekly", headers=admin(server))
+        said = json.loads(await asyncio.wait_for(ws.recv(), 2))
+        assert said["type"] == "error" and "weekly" in said["detail"]
+        await server.post("alice", 7)  # the default board's pushes go on, on this socket
+        pushed = json.loads(await asyncio.wait_for(ws.recv(), 2))
+        assert (pushed["type"], pushed["board"]) == ("scores", "default")
+        assert pushed["scores"][0]["user_id"] == "alice"

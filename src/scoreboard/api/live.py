@@ -203,7 +203,11 @@ class _Session:
         except asyncio.CancelledError:
             if subscriber.reason != "slow":
                 raise
-        if subscriber.reason in ("slow", "shutdown", "board_gone") and not self._ended.done():
+        if subscriber.reason == "board_gone":  # the other boards' pushes go on
+            if self._boards.pop(subscriber.board, None) is not None:
+                self._hub.leave(subscriber)
+                await self._error(f"board {subscriber.board!r} was deleted")
+        elif subscriber.reason in ("slow", "shutdown") and not self._ended.done():
             self._ended.set_result(subscriber.reason)  # the connection ends with it
 
     async def serve(self, receive: Receive) -> None:
