@@ -45,6 +45,7 @@ async def test_view_shows_ledger_and_security_events(server: Server) -> None:
     assert {k: view[k] for k in ("user_id", "name", "score", "rank", "banned", "flags")} == {
         "user_id": "alice", "name": "Alice", "score": 7, "rank": 1, "banned": False,
         "flags": []}
+    assert view["boards"] == [{"board": "default", "score": 7}]
     assert [e["delta"] for e in view["ledger"]] == [4, 3]  # newest first
     assert view["ledger"][0]["source"] == "increment"
     assert [e["kind"] for e in view["events"]] == ["other_user"]

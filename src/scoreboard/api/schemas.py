@@ -103,6 +103,11 @@ class EventRow(BaseModel):
     detail: str
 
 
+class AdminBoardScore(BaseModel):
+    board: BoardId
+    score: int = Field(description="in the board's current season")
+
+
 class AdminUserView(BaseModel):
     user_id: str
     name: str
@@ -110,6 +115,8 @@ class AdminUserView(BaseModel):
     rank: int | None = Field(description="null while banned or without a score")
     banned: bool
     flags: list[str]
+    boards: list[AdminBoardScore] = Field(description="every board the user has an entry on "
+                                          "(beyond API.md: the view across boards)")
     ledger: list[LedgerRow] = Field(description="newest first, at most 100")
     events: list[EventRow] = Field(description="newest first, at most 100")
 

@@ -288,6 +288,7 @@ class RedisRanking:
     def __init__(self, client: Redis, prefix: str) -> None:
         self.prefix = prefix
         self._names, self._banned = prefix + "names", prefix + "banned"
+        self._banned_written: set[str] | None = None  # the set a rebuild last wrote
         self._boards: dict[str, _Keys] = {}
         self._apply = client.register_script(_APPLY)
         self._take = client.register_script(_TAKE)
@@ -309,6 +310,20 @@ class RedisRanking:
     def board_ids(self) -> list[str]:
         return list(self._boards)
 
+    async def _replace_banned(self, users: list[str]) -> None:
+        """The banned set becomes ``users`` in one step: never empty in between, where a
+        late write of a banned user would find no ban."""
+        fresh = self._banned + ":new"
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(fresh)
+            for start in range(0, len(users), REBUILD_CHUNK):
+                pipe.sadd(fresh, *users[start:start + REBUILD_CHUNK])
+            if users:
+                pipe.rename(fresh, self._banned)
+            else:
+                pipe.delete(self._banned)
+            await pipe.execute()
+
     async def rebuild(self, board: Board, entries: Iterable[Entry], banned: set[str] | None,
                       floor: int = 0) -> None:
         """Merge the store's entries in (newer seqs win, so writers racing this are safe),
@@ -317,10 +332,9 @@ class RedisRanking:
         self.define(board)
         k = self._boards[board.id]
         users = sorted(banned or ())
-        if banned is not None:
-            await self._client.delete(self._banned)
-        for start in range(0, len(users), REBUILD_CHUNK):
-            await self._client.sadd(self._banned, *users[start:start + REBUILD_CHUNK])
+        if banned is not None and banned != self._banned_written:
+            await self._replace_banned(users)
+            self._banned_written = set(banned)
         rows = iter(entries)
         while chunk := list(islice(rows, REBUILD_CHUNK)):
             await self._apply(self._apply_keys(k), ["0", k.desc, *self._arguments(k, chunk)])

@@ -87,7 +87,8 @@ def _standing(spec: BoardSpec, submissions: list[Any]) -> int | None:
 
 async def create_board(q: Statements, spec: BoardSpec, now_ms: int,
                        max_boards: int) -> Board | str:
-    await q.lock("boards")  # the count and the insert, one instance at a time
+    await q.lock("board catalog")  # the count and the insert, one instance at a time (a
+    # space: no user id, whose locks share the namespace, can be this name)
     found = await q.rows(sql.BOARD_STATE, (spec.id,))
     if found:
         return "exists" if found[0][0] is None else "deleted"
