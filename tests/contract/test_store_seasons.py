@@ -86,10 +86,8 @@ async def test_standings_are_stored_once_and_read_by_rank(store: Store) -> None:
     assert closed is not None
     rows = await final(store, b["high"], closed, chunk=3)
     for _ in range(2):  # a second storer (or a resumed one) stores the same rows
-        async with store.transaction() as tx:
-            await tx.add_standings("high", 1, 1, rows[:3])
-        async with store.transaction() as tx:
-            await tx.add_standings("high", 1, 4, rows[3:])
+        await store.add_standings("high", 1, 1, rows[:3])
+        await store.add_standings("high", 1, 4, rows[3:])
     async with store.transaction() as tx:
         await tx.mark_stored("high", 1, 7000)
         await tx.mark_stored("high", 1, 8000)  # marked once: the first time stands

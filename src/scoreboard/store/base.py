@@ -140,11 +140,6 @@ class Transaction(Protocol):
         season (reset already, by this instance or another) or was deleted. The new
         season's row is unique: a reset commits once."""
 
-    async def add_standings(self, board_id: str, season: int, first_rank: int,
-                            rows: Sequence[Standing]) -> None:
-        """Store final standings, ``rows`` in rank order from ``first_rank``; a rank already
-        stored is left as it is (the rows are the same whoever stores them)."""
-
     async def mark_stored(self, board_id: str, season: int, now_ms: int) -> None:
         """Every rank of the season's final standings is stored."""
 
@@ -207,6 +202,13 @@ class Store(Protocol):
         """A closed season's entries in rank order, without the users banned when it
         ended, ``chunk`` at a time: what its final standings are. Read apart from the
         writer, which never waits on it."""
+
+    async def add_standings(self, board_id: str, season: int, first_rank: int,
+                            rows: Sequence[Standing]) -> None:
+        """Store final standings, ``rows`` in rank order from ``first_rank``, committed in
+        a short transaction of their own that holds the writer back as little as the
+        store allows; a rank already stored is left as it is (the rows are the same
+        whoever stores them)."""
 
     async def standings(self, board_id: str, season: int, limit: int,
                         after_rank: int = 0) -> list[RankedUser]:

@@ -285,13 +285,6 @@ class _PostgresTransaction:
     async def reset_season(self, board: Board, ended_ms: int) -> Board | None:
         return await common.reset_season(self, board, ended_ms)
 
-    async def add_standings(self, board_id: str, season: int, first_rank: int,
-                            rows: Sequence[Standing]) -> None:
-        if rows:
-            await self._execute(_ADD_STANDINGS, (
-                board_id, season, first_rank, [r[0] for r in rows], [r[1] for r in rows],
-                [r[2] for r in rows]))
-
     async def mark_stored(self, board_id: str, season: int, now_ms: int) -> None:
         await self.run(sql.MARK_STORED, (now_ms, board_id, season))
 
@@ -438,6 +431,18 @@ class PostgresStore:
                         yield rows
             except psycopg.Error as exc:
                 raise failure(exc) from exc
+
+    async def add_standings(self, board_id: str, season: int, first_rank: int,
+                            rows: Sequence[Standing]) -> None:
+        """One statement (the rows as arrays), in a transaction of its own."""
+        if rows:
+            async with self._connection() as conn, conn.transaction():
+                try:
+                    await conn.execute(_ADD_STANDINGS, (
+                        board_id, season, first_rank, [r[0] for r in rows],
+                        [r[1] for r in rows], [r[2] for r in rows]))
+                except psycopg.Error as exc:
+                    raise failure(exc) from exc
 
     async def standings(self, board_id: str, season: int, limit: int,
                         after_rank: int = 0) -> list[RankedUser]:
