@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scoreboard.api.admin import admin_router
 from scoreboard.api.asgi import AsgiEndpoint
+from scoreboard.api.authn import authenticate
 from scoreboard.api.boards import boards_router
 from scoreboard.api.cors import StrictCORS
 from scoreboard.api.edge import Edge
@@ -30,13 +31,14 @@ from scoreboard.api.openapi import install_openapi
 from scoreboard.api.page import load_assets, page_router
 from scoreboard.api.routes import install_error_handlers, router
 from scoreboard.api.seasons import seasons_router
-from scoreboard.auth import TokenSigner, TokenVerifier
+from scoreboard.auth import Identity, TokenSigner, TokenVerifier
 from scoreboard.broker.base import Broker
 from scoreboard.broker.memory import MemoryBroker
 from scoreboard.errors import ScoreboardError
 from scoreboard.live import Hub
 from scoreboard.logs import AccessLog, level_number
 from scoreboard.metrics import Metrics
+from scoreboard.personal import Personal
 from scoreboard.ranking.base import Ranking
 from scoreboard.ranking.memory import MemoryRanking
 from scoreboard.ratelimit import RateLimits
@@ -146,7 +148,15 @@ def create_app(settings: Settings) -> Edge:
                       on_stored=metrics.standings_stored)
     access_log = AccessLog(enabled=level_number(settings.log_level) <= logging.INFO)
     scores = ScoreRoutes(service, verifier, limits, metrics, settings.max_increment)
-    live = LiveRoutes(hub, service.boards.find, settings.cors_origins)
+    personal = Personal(ranking, settings.push_interval_ms / 1000, metrics.me_sent,
+                        metrics.me_coalesced)
+    broker.subscribe(personal.heard)
+
+    async def sign_in(address: str, token: str) -> Identity:
+        return await authenticate(verifier, limits, address, [b"Bearer " + token.encode()])
+
+    live = LiveRoutes(hub, service.boards.find, settings.cors_origins, personal, sign_in)
+    metrics.count_signed_in(lambda: live.signed_in)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -175,6 +185,7 @@ def create_app(settings: Settings) -> Edge:
             yield
         finally:
             await hub.stop()
+            await personal.stop()
             await service.stop()
             await broker.stop()
             if shared is not None:

@@ -49,6 +49,7 @@ class Identity:
     name: str | None
     admin: bool
     writer: bool = False  # scoreboard:write: any user's score and tickets, never /admin
+    expires: float = float("inf")  # the token's exp (epoch seconds)
 
     @property
     def writes_for_others(self) -> bool:
@@ -270,7 +271,7 @@ class TokenVerifier:
         name = clean_name(claims.get("name"))
         granted = scopes(claims.get("scope"))
         return Identity(sub=str(sub), name=name, admin=ADMIN_SCOPE in granted,
-                        writer=WRITE_SCOPE in granted)
+                        writer=WRITE_SCOPE in granted, expires=float(exp))
 
 
 _ABSENT = object()

@@ -7,7 +7,8 @@ transaction.
       -> ranks of the new entries (one ranking call for the batch)
       -> remember each keyed answer -> COMMIT
     after: boards whose season moved on elsewhere -> ranking.apply -> snapshots of the
-           boards whose top changed -> velocity
+           boards whose top changed -> the moves of each board (for personal pushes)
+           -> velocity
 
 A season reset runs alone (``seasons.reset``); after it, every instance learns of it
 (a notice), the ranking starts the new season, live clients get its empty standings,
@@ -23,7 +24,7 @@ import orjson
 import structlog
 
 from scoreboard.boards import BoardCatalog
-from scoreboard.broker.base import Broker, Notice
+from scoreboard.broker.base import Broker, Move, Moves, Notice
 from scoreboard.detection import Velocity
 from scoreboard.errors import Forbidden, ScoreboardError
 from scoreboard.jobs import (
@@ -43,7 +44,7 @@ from scoreboard.jobs import (
     TicketRequest,
     UpdateResult,
 )
-from scoreboard.model import Board, Entry, SecurityEvent, StoredResponse, rfc3339
+from scoreboard.model import Board, Entry, SecurityEvent, StoredResponse, place, rfc3339
 from scoreboard.moderation import change_board, moderate
 from scoreboard.plan import Plan, Staged
 from scoreboard.ranking.base import Ranking
@@ -163,7 +164,8 @@ class BatchWork:
                 if u.key is not None:
                     remembered.append(((u.sub, u.key), response))
                 results[i] = UpdateResult(response, entry, points=r.points,
-                                          board=plan.state.boards[entry.board])
+                                          board=plan.state.boards[entry.board],
+                                          before=r.before)
             await tx.remember(remembered)
         return cast(list[Outcome | ScoreboardError], results)
 
@@ -192,6 +194,8 @@ class BatchWork:
                                if isinstance(r, UpdateResult) and r.points)
         if changed:
             await self._reads.publish([b for b in map(self._catalog.get, sorted(changed)) if b])
+        for moves in _moves_of(results):
+            await self._broker.publish(moves)
 
     async def catch_up(self, board: Board) -> set[str]:
         """The board as a transaction read it: when its season moved on (here or on
@@ -215,11 +219,19 @@ class BatchWork:
                  started_at=rfc3339(board.season_started_ms))
         self._on_reset(len(r.closed))
         await self._broker.publish(Notice("boards", board.id))  # every instance moves on
+        await self._broker.publish(Moves(board.id, board.season, None))
         for season in r.closed:
             self._standings.store_later(board, season)
         return changed | {board.id}
 
     async def _moderated(self, r: Moderated) -> set[str]:
+        changed = await self._moderate_ranking(r)
+        if r.action in ("ban", "unban", "revert"):  # rare: every board may have moved
+            for board in self._catalog.all():
+                await self._broker.publish(Moves(board.id, board.season, None))
+        return changed
+
+    async def _moderate_ranking(self, r: Moderated) -> set[str]:
         if r.action == "ban":
             return await self._ranking.ban(r.user_id)
         if r.action == "unban":
@@ -247,6 +259,21 @@ class BatchWork:
             self._on_board_gone(board.id)
         if r.outcome in ("created", "retitled", "deleted"):
             await self._broker.publish(Notice("boards", board.id))
+
+
+def _moves_of(results: Sequence[Outcome | ScoreboardError]) -> list[Moves]:
+    """Each board's entries that a batch moved, with their places before and after."""
+    boards: dict[str, tuple[Board, list[Move]]] = {}
+    for r in results:
+        if not isinstance(r, UpdateResult) or r.entry is None or r.board is None:
+            continue
+        entry, before, sort = r.entry, r.before, r.board.spec.sort
+        if before is not None and (before.score, before.seq) == (entry.score, entry.seq):
+            continue  # a best score that was not better: nothing moved
+        moved = boards.setdefault(entry.board, (r.board, []))[1]
+        moved.append((entry.user_id, None if before is None else place(sort, before.score),
+                      place(sort, entry.score)))
+    return [Moves(board.id, board.season, tuple(moved)) for board, moved in boards.values()]
 
 
 def _user_of(job: Job) -> str:

@@ -90,6 +90,7 @@ class UpdateResult:
     replayed: bool = False
     points: int = 0  # what velocity counts: an increment's or a ticket's points
     board: Board | None = None  # the entry's board as the transaction read it
+    before: Entry | None = None  # the user's entry before this update
 
 
 @dataclass(frozen=True, slots=True)

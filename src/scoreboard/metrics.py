@@ -71,6 +71,18 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
             registry=self.registry,
         )
+        self._me_sent = Counter(
+            "scoreboard_me_pushes", "Personal 'me' messages sent to signed-in WebSocket "
+            "connections", registry=self.registry,
+        )
+        self._me_coalesced = Counter(
+            "scoreboard_me_coalesced", "Changes a signed-in user saw that joined a personal "
+            "push already pending (no message of their own)", registry=self.registry,
+        )
+        self._signed_in = Gauge(
+            "scoreboard_ws_authenticated", "WebSocket connections signed in (personal pushes)",
+            registry=self.registry,
+        )
         self._redis_up: Gauge | None = None  # exported only when Redis is configured
         self._live = Gauge("scoreboard_live_connections", "Open SSE and WebSocket connections",
                            registry=self.registry)
@@ -123,6 +135,16 @@ class Metrics:
 
     def count_live(self, count: Callable[[], int]) -> None:
         self._live.set_function(count)
+
+    def me_sent(self, count: int) -> None:
+        self._me_sent.inc(count)
+
+    def me_coalesced(self, count: int) -> None:
+        if count > 0:
+            self._me_coalesced.inc(count)
+
+    def count_signed_in(self, count: Callable[[], int]) -> None:
+        self._signed_in.set_function(count)
 
     def redis_state(self, up: bool) -> None:
         if self._redis_up is None:

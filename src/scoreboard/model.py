@@ -31,6 +31,11 @@ def rfc3339(ms: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def place(sort: Sort, score: int) -> int:
+    """A score's place in rank order, smaller is better whatever the board's sort."""
+    return -score if sort == "desc" else score
+
+
 def is_user_id(value: object) -> bool:
     return isinstance(value, str) and USER_ID.fullmatch(value) is not None
 

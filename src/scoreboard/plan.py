@@ -29,6 +29,7 @@ class Staged:
     update: ScoreUpdate
     entry: Entry  # the user's entry after it (unchanged by a best score that is not better)
     points: int  # what velocity counts
+    before: Entry | None = None  # the entry before it (None: the user had none)
 
 
 def replay_or_mismatch(earlier: StoredResponse, fingerprint: str) -> UpdateResult | Unprocessable:
@@ -132,4 +133,4 @@ class Plan:
             entry = Entry(board.id, board.season, u.user_id, held.score, held.seq, name)
             if u.name and slot in self._entries:
                 self._entries[slot] = entry
-        return Staged(u, entry, amount if kind == "add" else 0)
+        return Staged(u, entry, amount if kind == "add" else 0, held)

@@ -196,7 +196,7 @@ async def test_websocket_messages_are_small(server: Server) -> None:
     async with websockets.connect(ws_url(server)) as ws:
         await asyncio.wait_for(ws.recv(), 1)
         await ws.send("x" * 100)  # read and ignored
-        await ws.send("x" * 5000)  # over the limit: the server closes
+        await ws.send("x" * 17000)  # over the limit (16 KiB: an auth message's token fits): closed
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 2)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009

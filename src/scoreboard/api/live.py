@@ -5,13 +5,17 @@ Plain ASGI apps over the hub: each board's snapshot at once, then every push, th
 clean end when the server stops (SSE clients reconnect by themselves after ``retry``;
 WebSocket clients get close code 1012, "service restart"). A WebSocket client may send
 ``{"type": "subscribe", "boards": [...]}`` to replace its set of boards; an unknown
-board is answered with an error message and the rest of the set stands.
+board is answered with an error message and the rest of the set stands. It may sign
+in with ``{"type": "auth", "token": ...}`` (verified as a Bearer token is): from then
+until the token expires it also gets its own rank on each of its boards (``personal.py``);
+a bad token is an error message and close code 4401.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,9 +25,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 from scoreboard.api.asgi import header, path_board, query
 from scoreboard.api.problems import refuse_websocket
+from scoreboard.auth import Identity
 from scoreboard.errors import Forbidden, NotFound, ScoreboardError, Unprocessable
 from scoreboard.live import SSE_PING, SSE_RETRY, Frames, Hub, Subscriber
 from scoreboard.model import DEFAULT_BOARD, Board, is_board_id
+from scoreboard.personal import Personal
 from scoreboard.transport.http import DIRECT_BODY, DirectBody
 
 log = structlog.get_logger("scoreboard.live")
@@ -34,11 +40,13 @@ _SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 WS_SERVICE_RESTART = 1012
+WS_UNAUTHORIZED = 4401  # API.md: a bad token on the WebSocket
 WS_MAX_BOARDS = 20
 
 _SSE_PING_MESSAGE: Message = {"type": "http.response.body", "body": SSE_PING, "more_body": True}
 
 FindBoard = Callable[[str], Awaitable[Board | None]]
+SignIn = Callable[[str, str], Awaitable[Identity]]  # (address, token): raises if refused
 
 
 def _sse_message(frames: Frames) -> Message:
@@ -74,10 +82,14 @@ def board_list(value: object) -> list[str]:
 
 
 class LiveRoutes:
-    def __init__(self, hub: Hub, find_board: FindBoard, cors_origins: tuple[str, ...]) -> None:
+    def __init__(self, hub: Hub, find_board: FindBoard, cors_origins: tuple[str, ...],
+                 personal: Personal, sign_in: SignIn) -> None:
         self._hub = hub
         self._find_board = find_board
         self._origins = set(cors_origins)
+        self.personal = personal
+        self.sign_in = sign_in
+        self.signed_in = 0  # WebSocket connections signed in now
 
     async def _board(self, board_id: str) -> Board | None:
         return await self._find_board(board_id) if is_board_id(board_id) else None
@@ -151,10 +163,10 @@ class LiveRoutes:
         finally:
             session.end()
             self._hub.disconnect(address)
-        if session.reason == "shutdown":
+        if session.reason in _CLOSE_CODES:
+            code, reason = _CLOSE_CODES[session.reason]
             with contextlib.suppress(Exception):
-                await send({"type": "websocket.close", "code": WS_SERVICE_RESTART,
-                            "reason": "server restarting"})
+                await send({"type": "websocket.close", "code": code, "reason": reason})
 
     def _origin_allowed(self, scope: Scope, origin: str) -> bool:
         if origin in self._origins:
@@ -164,18 +176,31 @@ class LiveRoutes:
         return host is not None and origin == f"{scheme}://{host}"
 
 
+_EXPIRED = "\x00expired"  # the mailbox slot of the expiry notice (no board id has a NUL)
+_CLOSE_CODES = {"shutdown": (WS_SERVICE_RESTART, "server restarting"),
+                "unauthorized": (WS_UNAUTHORIZED, "unauthorized")}
+
+
 class _Session:
     """One WebSocket: a subscriber per board, each writing from a task of its own; the
-    connection's task reads what the client sends."""
+    connection's task reads what the client sends. Signed in, it is also a ``MeSink``:
+    the newest ``me`` message of each board waits in a one-slot mailbox per board for
+    a task of its own to write (a slow client skips to the newest)."""
 
     def __init__(self, routes: LiveRoutes, address: str, send: Send) -> None:
         self._routes = routes
         self._hub = routes._hub
+        self._personal = routes.personal
         self._address = address
         self._send = send
         self._boards: dict[str, tuple[Subscriber, asyncio.Task[None]]] = {}
         self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.reason = ""
+        self._user: str | None = None  # signed in as, until the token expires
+        self._expiry: asyncio.TimerHandle | None = None
+        self._me_mail: dict[str, str] = {}
+        self._me_wake = asyncio.Event()
+        self._me_writer: asyncio.Task[None] | None = None
 
     async def subscribe(self, wanted: list[str]) -> None:
         """Make ``wanted`` the set of boards; an unknown one is an error message."""
@@ -189,6 +214,7 @@ class _Session:
             subscriber, task = self._boards.pop(board_id)
             subscriber.close("unsubscribed")
             self._hub.leave(subscriber)
+            self._unwatch(board_id)
         for board_id in known:
             if board_id not in self._boards:
                 subscriber = self._hub.join(board_id, self._address, self._send, _ws_message,
@@ -196,6 +222,80 @@ class _Session:
                 task = asyncio.create_task(self._run(subscriber))
                 subscriber.task = task
                 self._boards[board_id] = (subscriber, task)
+                await self._watch(board_id)
+
+    # -- signed in: the user's own rank
+
+    async def _auth(self, token: object) -> None:
+        if not isinstance(token, str) or not token:
+            await self._refuse("the auth message needs a token")
+            return
+        try:
+            who = await self._routes.sign_in(self._address, token)
+        except ScoreboardError as error:
+            await self._refuse(error.detail)
+            return
+        self._sign_out()
+        self._user = who.sub
+        self._routes.signed_in += 1
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(0.0, who.expires - time.time()), self._expired)
+        for board_id in self._boards:
+            await self._watch(board_id)
+
+    async def _refuse(self, detail: str) -> None:
+        await self._error(detail)
+        if not self._ended.done():
+            self._ended.set_result("unauthorized")
+
+    def _expired(self) -> None:
+        """The token ran out: the personal pushes stop, the board pushes go on."""
+        self._sign_out()
+        self._mail(_EXPIRED, orjson.dumps({
+            "type": "error", "detail": "the token expired: personal pushes stopped until "
+            "an auth message with a new token"}).decode())
+
+    def _sign_out(self) -> None:
+        if self._user is None:
+            return
+        for board_id in self._boards:
+            self._unwatch(board_id)
+        self._user = None
+        self._routes.signed_in -= 1
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    async def _watch(self, board_id: str) -> None:
+        board = await self._routes._board(board_id)
+        if self._user is not None and board is not None and board_id in self._boards:
+            self._personal.watch(board, self._user, self)
+
+    def _unwatch(self, board_id: str) -> None:
+        if self._user is not None:
+            self._personal.unwatch(board_id, self._user, self)
+            self._me_mail.pop(board_id, None)
+
+    def me(self, board: str, text: str) -> None:
+        self._mail(board, text)
+
+    def _mail(self, slot: str, text: str) -> None:
+        self._me_mail[slot] = text  # newest wins
+        self._me_wake.set()
+        if self._me_writer is None:
+            self._me_writer = asyncio.get_running_loop().create_task(self._write_me())
+
+    async def _write_me(self) -> None:
+        while True:
+            await self._me_wake.wait()
+            self._me_wake.clear()
+            while self._me_mail:
+                board = next(iter(self._me_mail))
+                text = self._me_mail.pop(board)
+                try:
+                    await self._send({"type": "websocket.send", "text": text})
+                except Exception:  # the connection is gone: the session ends with it
+                    return
 
     async def _run(self, subscriber: Subscriber) -> None:
         try:
@@ -206,6 +306,7 @@ class _Session:
         if subscriber.reason == "board_gone":  # the other boards' pushes go on
             if self._boards.pop(subscriber.board, None) is not None:
                 self._hub.leave(subscriber)
+                self._unwatch(subscriber.board)
                 await self._error(f"board {subscriber.board!r} was deleted")
         elif subscriber.reason in ("slow", "shutdown") and not self._ended.done():
             self._ended.set_result(subscriber.reason)  # the connection ends with it
@@ -232,8 +333,12 @@ class _Session:
         except orjson.JSONDecodeError:
             await self._error("messages are JSON objects")
             return
+        if isinstance(request, dict) and request.get("type") == "auth":
+            await self._auth(request.get("token"))
+            return
         if not isinstance(request, dict) or request.get("type") != "subscribe":
-            await self._error('the known message is {"type": "subscribe", "boards": [...]}')
+            await self._error('the known messages are {"type": "subscribe", "boards": '
+                              '[...]} and {"type": "auth", "token": "..."}')
             return
         try:
             boards = board_list(request.get("boards"))
@@ -248,6 +353,9 @@ class _Session:
                               "text": orjson.dumps({"type": "error", "detail": detail}).decode()})
 
     def end(self) -> None:
+        self._sign_out()
+        if self._me_writer is not None:
+            self._me_writer.cancel()
         for subscriber, task in self._boards.values():
             subscriber.close(self.reason or "gone")
             self._hub.leave(subscriber)

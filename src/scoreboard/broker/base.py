@@ -1,9 +1,10 @@
 """The Broker: carries what changed from the instance that wrote it to every hub.
 
-Two kinds of message, on one channel: a board's new top 10 (``Snapshot``), and a
-``Notice`` that boards changed (created, retitled, deleted, a season reset) so that
-every instance reloads its list of boards. The broker never sees clients; the hub fans
-out.
+Three kinds of message, on one channel: a board's new top 10 (``Snapshot``); the
+entries of a board that moved in one commit (``Moves``), from which each instance tells
+which of its signed-in clients saw their own neighbourhood change; and a ``Notice``
+that boards changed (created, retitled, deleted, a season reset) so that every
+instance reloads its list of boards. The broker never sees clients; the hubs fan out.
 """
 
 from __future__ import annotations
@@ -38,7 +39,23 @@ class Notice:
     board: str
 
 
-Message = Snapshot | Notice
+# One entry that moved: its user, and its place before and after (the score in rank
+# order, smaller is better: see ``model.place``); None where it was not on the board.
+Move = tuple[str, int | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Moves:
+    """The entries of a board's season that one commit moved; ``moves`` None when any
+    entry may have moved (a ban, a revert, a new season)."""
+
+    board: str
+    season: int
+    moves: tuple[Move, ...] | None
+    origin: str = ""  # the publishing process (a broker drops its own, already handed on)
+
+
+Message = Snapshot | Notice | Moves
 
 
 class Broker(Protocol):

@@ -4,7 +4,8 @@ A message goes to this process's receivers at once, then to the channel, from wh
 every instance (this one too: its hub drops what it already has) hands it on — while
 it is not degraded. On the wire a snapshot is ``S``, the version, the season and its
 start as 8 bytes each, the board id's length as a byte, the id, then the top 10's
-JSON; a notice is ``N``, its kind, a NUL, the board id. When the subscription breaks,
+JSON; moves are ``M`` and a JSON array (origin, board, season, moves); a notice is
+``N``, its kind, a NUL, the board id. When the subscription breaks,
 the broker re-subscribes as soon as Redis answers and calls the reconnect callbacks, so
 each instance pushes fresh snapshots for whatever it missed.
 """
@@ -13,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import secrets
 import struct
 from collections.abc import Awaitable, Callable
 
+import orjson
 import structlog
 
-from scoreboard.broker.base import Message, Notice, Snapshot
+from scoreboard.broker.base import Message, Moves, Notice, Snapshot
 from scoreboard.errors import describe
 from scoreboard.redislink import FAILURES, RedisLink
 
@@ -35,6 +39,7 @@ class RedisBroker:
         self._receivers: list[Callable[[Message], None]] = []
         self._reconnected: list[Callable[[], Awaitable[None]]] = []
         self._listener: asyncio.Task[None] | None = None
+        self._origin = secrets.token_hex(8)  # this process, on the moves it publishes
 
     def subscribe(self, receiver: Callable[[Message], None]) -> None:
         self._receivers.append(receiver)
@@ -46,6 +51,8 @@ class RedisBroker:
         self._deliver(message)
         if not self._link.up:
             return  # degraded: each instance pushes what it reads from the store
+        if isinstance(message, Moves):
+            message = dataclasses.replace(message, origin=self._origin)
         try:
             await self._link.client.publish(self._channel, encode(message))
         except FAILURES as error:
@@ -82,7 +89,10 @@ class RedisBroker:
                     decoded = decode(message["data"])
                     # While this instance is degraded it shows the store; a snapshot of a
                     # Redis board without its own unmirrored writes would go backwards.
-                    if decoded is not None and (self._link.up or isinstance(decoded, Notice)):
+                    if isinstance(decoded, Moves) and decoded.origin == self._origin:
+                        continue  # handed to this process's receivers when published
+                    if decoded is not None and (self._link.up
+                                                or not isinstance(decoded, Snapshot)):
                         self._deliver(decoded)
             except FAILURES as error:
                 if listening:
@@ -98,6 +108,9 @@ def encode(message: Message) -> bytes:
         board = message.board.encode()
         return (b"S" + _HEAD.pack(message.version, message.season, message.season_started_ms)
                 + bytes([len(board)]) + board + message.scores)
+    if isinstance(message, Moves):
+        return b"M" + orjson.dumps([message.origin, message.board, message.season,
+                                    message.moves])
     return b"N" + message.kind.encode() + b"\x00" + message.board.encode()
 
 
@@ -111,6 +124,13 @@ def decode(data: object) -> Message | None:
         start = _HEAD.size + 2
         return Snapshot(data[start:start + size].decode(), version, data[start + size:],
                         season, started_ms)
+    if data[:1] == b"M":
+        try:
+            origin, board, season, moves = orjson.loads(data[1:])
+            return Moves(board, season, None if moves is None else tuple(
+                (user, before, after) for user, before, after in moves), origin)
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            return None
     if data[:1] == b"N" and b"\x00" in data:
         kind, _, board = data[1:].partition(b"\x00")
         return Notice(kind.decode(), board.decode())
