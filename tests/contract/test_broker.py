@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from scoreboard.broker.base import Broker, Message, Notice, Snapshot
+from scoreboard.broker.base import Broker, Message, Moves, Notice, Snapshot
 from scoreboard.broker.memory import MemoryBroker
 from scoreboard.broker.redis import RedisBroker
 from scoreboard.redislink import RedisLink
@@ -60,6 +60,25 @@ async def test_a_snapshot_reaches_every_receiver_of_every_instance(backend: str)
         await brokers[0].publish(snapshot)
         assert received[0][0] == snapshot  # its own receivers: at once, not via Redis
         await until(lambda: all(snapshot in inbox for inbox in received))
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_moves_reach_every_instance_once(backend: str) -> None:
+    """A commit's moves (places up to 2^53 - 1 either way, None off the board), or
+    "anything moved": each instance's receivers get them once, the publisher's at once."""
+    async with instances(backend, 2) as brokers:
+        received: list[list[Message]] = [[] for _ in brokers]
+        for broker, inbox in zip(brokers, received, strict=True):
+            broker.subscribe(inbox.append)
+        sent = [Moves("b", 3, (("alice", None, -(2**53 - 1)), ("bob", 2**53 - 1, 0))),
+                Moves("weekly", 1, None)]
+        for message in sent:
+            await brokers[0].publish(message)
+        await until(lambda: all(len(inbox) == len(sent) for inbox in received))
+        await asyncio.sleep(0.2)  # and no second copy of its own comes back
+        for inbox in received:
+            assert [(m.board, m.season, m.moves) for m in inbox  # type: ignore[union-attr]
+                    ] == [(m.board, m.season, m.moves) for m in sent]
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
