@@ -56,6 +56,10 @@ def make_board(path: Path, entries: int) -> None:
         ((f"player-{i:07d}", rng.randint(0, 50_000), i + 1) for i in range(entries)))
     conn.executemany("INSERT INTO users VALUES (?, ?)",
                      ((f"player-{i:07d}", f"Player {i}") for i in range(0, entries, 10)))
+    # Each seq is a ledger id: the next write's id comes after them, as in a real store
+    # (an entry whose seq is not newer than the one held is stale to the ranking).
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'ledger'")
+    conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('ledger', ?)", (entries,))
     conn.execute("COMMIT")
     conn.close()
 
