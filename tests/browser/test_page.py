@@ -12,6 +12,7 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -300,8 +301,10 @@ def test_the_page_reconnects_by_itself_after_a_server_restart(
 ) -> None:
     restarting = start_board(tmp_path / "data", dev_key=False)
     with watched_page(browser, viewport=DESKTOP) as watched:
-        # While the server is down the browser logs its failed stream requests; only those.
-        watched.allow(r"(net::ERR_\w+|status of 50\d).*@ http://127\.0\.0\.1:\d+/scores/stream$")
+        # While the server is down the browser logs its failed requests: the stream's, and
+        # the board list's that the page asks for when the stream opens again; only those.
+        watched.allow(
+            r"(net::ERR_\w+|status of 50\d).*@ http://127\.0\.0\.1:\d+/(scores/stream|boards)$")
         try:
             check_reconnect(restarting, watched.page)
         finally:
@@ -572,3 +575,154 @@ def admin_token(board: Board) -> str:
     now = int(time.time())
     return jwt.encode({"sub": "root", "iat": now, "exp": now + 600,
                        "scope": "scoreboard:admin"}, board.key, algorithm="HS256")
+
+
+# -- 9. seasons ---------------------------------------------------------------------------
+
+COUNTDOWN = re.compile(r"^Next reset in (?:(\d+) d )?(\d\d):(\d\d):(\d\d)$")
+
+
+def admin_headers(board: Board) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_token(board)}"}
+
+
+def make_board(board: Board, board_id: str, **definition: str) -> dict[str, Any]:
+    made = board.http.put(f"/admin/boards/{board_id}", headers=admin_headers(board),
+                          json={"title": board_id.title(), **definition})
+    assert made.status_code in (200, 201), made.text
+    result: dict[str, Any] = made.json()
+    return result
+
+
+def add(board: Board, board_id: str, user_id: str, increment: int) -> None:
+    r = board.http.post(f"/boards/{board_id}/score",
+                        json={"user_id": user_id, "increment": increment},
+                        headers={"Authorization": f"Bearer {board.token(user_id)}"})
+    assert r.status_code == 200, r.text
+
+
+def reset(board: Board, board_id: str) -> dict[str, Any]:
+    r = board.http.post(f"/admin/boards/{board_id}/reset", headers=admin_headers(board))
+    assert r.status_code == 200, r.text
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def shown_ids(page: Page) -> list[str]:
+    ids: list[str] = rows(page).evaluate_all("rows => rows.map(r => r.dataset.userId)")
+    return ids
+
+
+def test_a_board_with_a_schedule_counts_down_to_its_next_reset(
+    board: Board, watched: Watched
+) -> None:
+    due = make_board(board, "weekly-cup", reset="week", timezone="Europe/Berlin")["next_reset_at"]
+    assert due is not None
+    page = watched.page
+    open_live(page, board.url)
+    countdown = page.locator("#next-reset")
+    expect(countdown).to_be_hidden()  # the default board never resets
+
+    page.get_by_label("Board", exact=True).select_option("weekly-cup")
+    expect(countdown).to_have_text(COUNTDOWN)
+    expect(page.locator("#board-season")).to_have_text("Season 1")
+    first = countdown.inner_text()
+    match = COUNTDOWN.match(first)
+    assert match is not None, first
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    shown = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    left = datetime.fromisoformat(due.replace("Z", "+00:00")).timestamp() - time.time()
+    assert abs(shown - left) <= 5, (first, left)
+    expect(countdown).not_to_have_text(first)  # it ticks
+
+    page.go_back()
+    expect(page.locator("#board-title")).to_have_text("Top 10 — Scoreboard")
+    expect(countdown).to_be_hidden()
+
+
+def test_a_reset_shows_the_new_season_live_and_the_closed_one_opens(
+    board: Board, watched: Watched
+) -> None:
+    make_board(board, "weekly", reset="week")
+    for user, points in (("ida", 30), ("jon", 50), ("kim", 40)):
+        add(board, "weekly", user, points)
+
+    page = watched.page
+    open_live(page, board.url + "/?board=weekly")
+    expect(rows(page)).to_have_count(3)
+    seasons = page.get_by_label("Season", exact=True)
+    expect(seasons).to_be_hidden()  # nothing closed yet
+    same_document = mark_no_reload(page)
+
+    assert reset(board, "weekly")["season"] == 2
+    expect(page.locator("#board-season")).to_have_text("Season 2")
+    expect(rows(page)).to_have_count(0)
+    expect(page.locator("#board-empty")).to_have_text("No scores yet — be the first.")
+    expect(page.locator("#next-reset")).to_have_text(COUNTDOWN)
+    expect(seasons).to_be_visible()
+    expect(seasons).to_have_value("")
+    expect(seasons.locator("option")).to_have_text(
+        ["Live — season 2", re.compile(r"^Season 1 — ended \S")])
+    add(board, "weekly", "lea", 7)  # the new season, live
+    expect(rows(page)).to_have_count(1)
+    expect(row(page, "lea").locator("td.score")).to_have_text("7")
+
+    seasons.select_option("1")
+    assert page.url.endswith("/?board=weekly&season=1")
+    expect(page.locator("#board-season")).to_have_text("Season 1 · final standings")
+    expect(rows(page)).to_have_count(3)
+    expect(page.locator("#board-rows td.score")).to_have_text(["50", "40", "30"])
+    assert shown_ids(page) == ["jon", "kim", "ida"]
+    expect(page.locator("#next-reset")).to_be_hidden()
+    expect(page.locator("#board")).not_to_have_class(re.compile(r"\bstale\b"))
+
+    # News from the live board reaches the page, and leaves the final standings be.
+    seen = page.evaluate("live.version")
+    add(board, "weekly", "lea", 100)
+    page.wait_for_function("seen => live.version > seen", arg=seen)
+    assert shown_ids(page) == ["jon", "kim", "ida"]
+
+    page.go_back()
+    assert page.url.endswith("/?board=weekly")
+    expect(seasons).to_have_value("")
+    expect(page.locator("#board-season")).to_have_text("Season 2")
+    expect(rows(page)).to_have_count(1)
+    expect(row(page, "lea").locator("td.score")).to_have_text("107")
+    page.go_forward()
+    expect(seasons).to_have_value("1")
+    expect(page.locator("#board-rows td.score")).to_have_text(["50", "40", "30"])
+    assert same_document()
+
+
+def test_a_link_opens_a_season(board: Board, watched: Watched) -> None:
+    make_board(board, "monthly", reset="month")
+    add(board, "monthly", "mo", 3)
+    add(board, "monthly", "nia", 9)
+    reset(board, "monthly")
+    add(board, "monthly", "ola", 1)
+
+    page = watched.page
+    watched.allow(r"status of 404 .*@ http://127\.0\.0\.1:\d+/boards/monthly/seasons/9/scores")
+    page.goto(board.url + "/?board=monthly&season=1")
+    seasons = page.get_by_label("Season", exact=True)
+    expect(seasons).to_have_value("1")
+    expect(page.locator("#board-title")).to_have_text("Top 10 — Monthly")
+    expect(page.locator("#board-season")).to_have_text("Season 1 · final standings")
+    expect(page.locator("#board-rows td.score")).to_have_text(["9", "3"])
+    assert shown_ids(page) == ["nia", "mo"]
+
+    # The live board is one choice away, in the URL too.
+    seasons.select_option("")
+    assert page.url.endswith("/?board=monthly")
+    expect(page.locator("#board-rows td.score")).to_have_text(["1"])
+    expect(row(page, "ola")).to_be_visible()
+
+    # The current season named is the live board; one that has not begun is said so.
+    page.goto(board.url + "/?board=monthly&season=2")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    expect(seasons).to_have_value("")
+    expect(row(page, "ola")).to_be_visible()
+    assert page.url.endswith("/?board=monthly")
+    page.goto(board.url + "/?board=monthly&season=9")
+    expect(page.locator("#board-empty")).to_have_text("There is no such season.")
+    expect(rows(page)).to_have_count(0)

@@ -27,6 +27,7 @@ const RESET_CHECK_MS = 3000;
 
 const numbers = new Intl.NumberFormat();
 const moments = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const dates = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 const el = (id) => document.getElementById(id);
 
@@ -158,8 +159,8 @@ function onSeason(event) {
   if (news === null || typeof news !== "object" || news.board !== view.id) return;
   if (!Number.isInteger(news.season)) return;
   const shown = view.boards.get(view.id);
-  if (!shown || news.season <= shown.season) return;
-  closeSeason(shown, news);
+  if (shown && news.season <= shown.season) return; // heard already
+  if (shown) closeSeason(shown, news);
   live.entries = null; // the last season's: the new one's come next
   if (view.season === null) {
     clearBoard(); // the new season's first snapshot is a baseline, not rows that all left
@@ -173,22 +174,25 @@ function onSeason(event) {
   countdown.refresh = setTimeout(loadBoards, Math.random() * RESET_SPREAD_MS);
 }
 
-// The season that ended joins the picker at once, from what the page knows; when that
-// does not add up, the list is asked for.
+// The season that ended joins the picker at once, from what the page knows, so that a
+// crowd of pages does not ask at the same moment; when that does not add up, the list
+// is asked for.
 function closeSeason(shown, news) {
-  const newest = view.seasons[0];
-  if (newest && newest.season === shown.season && newest.ended_at === null
-      && news.season === shown.season + 1) {
-    view.seasons = [
-      { season: news.season, started_at: news.started_at, ended_at: null },
-      { ...newest, ended_at: news.started_at },
-      ...view.seasons.slice(1),
-    ];
-  } else {
-    loadSeasons();
-  }
+  const [newest, ...older] = view.seasons;
+  const current = newest || { season: shown.season, started_at: shown.season_started_at };
+  const known = newest ? newest.ended_at === null : shown.season === 1;
+  const follows = current.season === shown.season && news.season === shown.season + 1;
   shown.season = news.season;
   shown.season_started_at = news.started_at;
+  if (!known || !follows) {
+    loadSeasons();
+    return;
+  }
+  view.seasons = [
+    { season: news.season, started_at: news.started_at, ended_at: null },
+    { ...current, ended_at: news.started_at },
+    ...older,
+  ];
 }
 
 /* -------------------------------------------------------------------- boards */
@@ -272,7 +276,7 @@ function switchView(id, season, remember) {
     live.opened = false;
     setConnection("connecting");
     if (view.boards.has(id) || !view.boards.size) connect();
-    if (view.boards.has(id)) loadSeasons();
+    loadSeasons();
   }
   showView();
   if (session.userId && season === null) showStanding();
@@ -317,6 +321,11 @@ function clearBoard() {
 async function loadSeasons() {
   const id = view.id;
   const asked = ++view.seasonLoads;
+  const shown = view.boards.get(id);
+  if (!shown || shown.season === 1) {
+    view.seasons = []; // nothing closed yet: nothing to ask
+    return;
+  }
   let listed;
   try {
     const response = await fetch(`/boards/${id}/seasons`, { cache: "no-cache" });
@@ -337,8 +346,11 @@ function showSeasonPicker() {
     .filter((s) => s.ended_at !== null && (current === null || s.season < current))
     .slice(0, MAX_SEASONS_LISTED);
   const choices = [option("", current === null ? "Live" : `Live — season ${current}`)];
+  // The day a season ended tells seasons apart, unless the board resets every hour.
+  const format = shown && shown.reset === "hour" ? moments : dates;
   for (const s of closed) {
-    choices.push(option(String(s.season), `Season ${s.season} — ended ${moment(s.ended_at)}`));
+    const ended = moment(s.ended_at, format);
+    choices.push(option(String(s.season), `Season ${s.season} — ended ${ended}`));
   }
   if (view.season !== null && !closed.some((s) => s.season === view.season)) {
     choices.push(option(String(view.season), `Season ${view.season}`));
@@ -350,9 +362,9 @@ function showSeasonPicker() {
   el("season-picker").hidden = choices.length === 1;
 }
 
-function moment(text) {
+function moment(text, format) {
   const ms = Date.parse(text);
-  return Number.isFinite(ms) ? moments.format(ms) : String(text);
+  return Number.isFinite(ms) ? format.format(ms) : String(text);
 }
 
 // A closed season's standings never change; the browser may keep them.
@@ -971,7 +983,7 @@ function start() {
   if (view.id === DEFAULT_BOARD) connect();
   loadBoards().then(() => {
     if (view.id !== DEFAULT_BOARD && view.boards.has(view.id)) connect();
-    if (view.boards.has(view.id)) loadSeasons();
+    loadSeasons();
     if (view.season !== null) showView();
   });
   // Back online: do not wait for the next retry.
