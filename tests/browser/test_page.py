@@ -726,3 +726,35 @@ def test_a_link_opens_a_season(board: Board, watched: Watched) -> None:
     page.goto(board.url + "/?board=monthly&season=9")
     expect(page.locator("#board-empty")).to_have_text("There is no such season.")
     expect(rows(page)).to_have_count(0)
+
+
+# -- your rank ----------------------------------------------------------------------------
+
+
+def test_your_rank_card_moves_when_another_user_passes(board: Board, watched: Watched) -> None:
+    top = board.top_score()
+    board.post("rita-runner", top + 100, name="Rita Runner")
+    board.post("ozzie-overtaker", top + 50, name="Ozzie")
+    page = watched.page
+    open_live(page, board.url)
+    page.get_by_label("Paste your token").fill(board.token("rita-runner", "Rita Runner"))
+    page.get_by_role("button", name="Sign in").click()
+    card = page.locator("#me-card")
+    expect(card).to_be_visible()
+    expect(page.locator("#me-rank")).to_have_text("#1")
+    expect(page.locator("#me-score")).to_have_text(f"{top + 100:,} points")
+    expect(page.locator("#me-below")).to_contain_text("#2 Ozzie")
+    expect(page.locator("#me-above")).to_be_empty()
+
+    board.post("ozzie-overtaker", 100, name="Ozzie")  # from outside: Ozzie passes Rita
+    expect(page.locator("#me-rank")).to_have_text("#2")
+    expect(page.locator("#me-news")).to_have_text("Ozzie passed you")
+    expect(page.locator("#me-above")).to_contain_text(f"#1 Ozzie{top + 150:,}")
+    expect(page.locator("#me-self")).to_contain_text("#2 You")
+
+    board.post("rita-runner", 100, name="Rita Runner")  # and back on top
+    expect(page.locator("#me-rank")).to_have_text("#1")
+    expect(page.locator("#me-news")).to_have_text("You moved up to #1")
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(card).to_be_hidden()

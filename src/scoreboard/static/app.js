@@ -1,8 +1,9 @@
 "use strict";
 
 // The scoreboard page: the live top 10 from /scores/stream, a board's past seasons and
-// the time to its next reset, and, signed in, the action that scores. Everything the
-// server sends is data: the DOM is built with textContent only, never from markup.
+// the time to its next reset, and, signed in, the action that scores and the user's own
+// rank, live from /scores/ws. Everything the server sends is data: the DOM is built
+// with textContent only, never from markup.
 
 const DEFAULT_BOARD = "default";
 const BOARD_ID = /^[a-z0-9_-]{1,64}$/;
@@ -50,6 +51,8 @@ const session = {
   expiry: 0,
   showsStanding: false, // the message line shows the user's score, so the board may refresh it
 };
+// The signed-in user's own rank on the board shown, pushed over a WebSocket of its own.
+const me = { socket: null, board: null, last: null, timer: 0, failures: 0 };
 let messages = 0; // counts say() calls, so a slow answer cannot overwrite a newer message
 
 /* ---------------------------------------------------------------- connection */
@@ -280,6 +283,7 @@ function switchView(id, season, remember) {
   }
   showView();
   if (session.userId && season === null) showStanding();
+  if (otherBoard) followMe();
 }
 
 // Draws what the view names: the live board from the stream's newest snapshot, or a
@@ -625,6 +629,7 @@ function signIn(token) {
   for (const row of board.rows.values()) markMine(row);
   updateActButton();
   showStanding();
+  openMe();
 }
 
 function signOut(message) {
@@ -640,6 +645,7 @@ function signOut(message) {
   el("signed-in").hidden = true;
   el("signed-out").hidden = false;
   for (const row of board.rows.values()) markMine(row);
+  closeMe();
   say(message || "Signed out.", "info");
 }
 
@@ -691,6 +697,99 @@ function refreshStanding() {
   if (!row) return;
   const text = standing(row.entry.score, row.entry.rank);
   if (el("result").textContent !== text) sayStanding(row.entry, el("result").dataset.tone, false);
+}
+
+/* ------------------------------------------------------------------ your rank */
+
+function openMe() {
+  closeMe();
+  if (!session.token) return;
+  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(
+    `${scheme}//${window.location.host}/scores/ws?boards=${encodeURIComponent(view.id)}`);
+  me.socket = socket;
+  me.board = view.id;
+  const token = session.token;
+  socket.addEventListener("open", () => {
+    me.failures = 0;
+    socket.send(JSON.stringify({ type: "auth", token }));
+  });
+  socket.addEventListener("message", (event) => {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (message.type === "me" && message.board === me.board) showMe(message);
+  });
+  socket.addEventListener("close", (event) => {
+    if (me.socket !== socket) return; // replaced or closed on purpose
+    me.socket = null;
+    if (event.code === 4401 || !session.token) return; // the token is refused: no retry
+    me.failures += 1;
+    const wait = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(me.failures, 6));
+    me.timer = setTimeout(openMe, wait * (0.5 + Math.random() / 2));
+  });
+}
+
+function closeMe() {
+  clearTimeout(me.timer);
+  const socket = me.socket;
+  me.socket = null;
+  me.last = null;
+  if (socket) socket.close();
+  el("me-card").hidden = true;
+  el("me-news").textContent = "";
+}
+
+// Another board shown: follow the user there (the same socket, a new subscription).
+function followMe() {
+  if (!me.socket || me.socket.readyState !== WebSocket.OPEN) {
+    if (session.token) openMe();
+    return;
+  }
+  me.board = view.id;
+  me.last = null;
+  el("me-news").textContent = "";
+  me.socket.send(JSON.stringify({ type: "subscribe", boards: [view.id] }));
+}
+
+function showMe(message) {
+  const before = me.last;
+  me.last = message;
+  el("me-card").hidden = false;
+  const shown = view.boards.get(message.board);
+  el("me-board").textContent = shown ? `on ${shown.title}` : "";
+  if (message.rank === null) {
+    el("me-rank").textContent = "Not on this board yet";
+    el("me-score").textContent = "";
+  } else {
+    el("me-rank").textContent = `#${numbers.format(message.rank)}`;
+    el("me-score").textContent = `${numbers.format(message.score)} points`;
+  }
+  neighbour("me-above", message.above);
+  neighbour("me-self", message.rank === null ? null
+    : { rank: message.rank, name: "You", score: message.score });
+  neighbour("me-below", message.below);
+  const news = el("me-news");
+  if (before && before.rank !== null && message.rank !== null && message.rank !== before.rank) {
+    const passedBy = message.rank > before.rank && message.above;
+    news.textContent = passedBy ? `${message.above.name} passed you`
+      : `You moved ${message.rank < before.rank ? "up" : "down"} to #${numbers.format(message.rank)}`;
+    news.dataset.tone = message.rank < before.rank ? "up" : "down";
+  }
+}
+
+function neighbour(id, entry) {
+  const item = el(id);
+  item.replaceChildren();
+  if (!entry) return;
+  const who = document.createElement("span");
+  who.textContent = `#${numbers.format(entry.rank)} ${entry.name}`;
+  const score = document.createElement("span");
+  score.textContent = numbers.format(entry.score);
+  item.append(who, score);
 }
 
 function onTokenSubmit(event) {
