@@ -192,10 +192,9 @@ class BatchWork:
             changed |= await self._ranking.apply(entries)
             self._velocity.saw(r.entry.user_id for r in results  # type: ignore[union-attr]
                                if isinstance(r, UpdateResult) and r.points)
-        if changed:
-            await self._reads.publish([b for b in map(self._catalog.get, sorted(changed)) if b])
-        for moves in _moves_of(results):
-            await self._broker.publish(moves)
+        # The new tops and the moves, to every instance in one round trip.
+        boards = [b for b in map(self._catalog.get, sorted(changed)) if b]
+        await self._broker.publish(*await self._reads.snapshots(boards), *_moves_of(results))
 
     async def catch_up(self, board: Board) -> set[str]:
         """The board as a transaction read it: when its season moved on (here or on
@@ -218,8 +217,8 @@ class BatchWork:
         log.info("season_reset", board=board.id, closed=r.closed, season=board.season,
                  started_at=rfc3339(board.season_started_ms))
         self._on_reset(len(r.closed))
-        await self._broker.publish(Notice("boards", board.id))  # every instance moves on
-        await self._broker.publish(Moves(board.id, board.season, None))
+        await self._broker.publish(Notice("boards", board.id),  # every instance moves on
+                                   Moves(board.id, board.season, None))
         for season in r.closed:
             self._standings.store_later(board, season)
         return changed | {board.id}
@@ -227,8 +226,8 @@ class BatchWork:
     async def _moderated(self, r: Moderated) -> set[str]:
         changed = await self._moderate_ranking(r)
         if r.action in ("ban", "unban", "revert"):  # rare: every board may have moved
-            for board in self._catalog.all():
-                await self._broker.publish(Moves(board.id, board.season, None))
+            await self._broker.publish(*(Moves(board.id, board.season, None)
+                                         for board in self._catalog.all()))
         return changed
 
     async def _moderate_ranking(self, r: Moderated) -> set[str]:

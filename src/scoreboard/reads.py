@@ -88,11 +88,17 @@ class Reads:
     async def publish(self, boards: list[Board]) -> None:
         """The boards' tops changed here (or snapshots may have been missed): read each
         again and tell every instance. Hubs skip a top 10 they already show."""
+        await self._broker.publish(*await self.snapshots(boards))
+
+    async def snapshots(self, boards: list[Board]) -> list[Snapshot]:
+        """Each board's top 10 read again (its cached pages dropped), as a snapshot."""
+        made = []
         for board in boards:
             self.forget(board.id)
             top = await self.page(board, LIVE_TOP)
-            await self._broker.publish(Snapshot(board.id, top.version, top.body, board.season,
-                                                board.season_started_ms))
+            made.append(Snapshot(board.id, top.version, top.body, board.season,
+                                 board.season_started_ms))
+        return made
 
     def forget(self, board_id: str) -> None:
         """A board gone (deleted, or its season closed): its pages with it."""

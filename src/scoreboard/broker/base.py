@@ -73,9 +73,10 @@ class Broker(Protocol):
         """Call ``callback`` each time the broker is back after losing its connection:
         messages may have been missed meanwhile."""
 
-    async def publish(self, message: Message) -> None:
-        """Hand ``message`` to this process's receivers at once, and to every other
-        instance's; never raises for a broker that is away."""
+    async def publish(self, *messages: Message) -> None:
+        """Hand ``messages`` (in order) to this process's receivers at once, and to every
+        other instance's, together (one round trip); never raises for a broker that is
+        away."""
 
     async def start(self) -> None: ...
 

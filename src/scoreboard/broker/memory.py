@@ -17,9 +17,10 @@ class MemoryBroker:
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         return None  # in-process: never disconnected
 
-    async def publish(self, message: Message) -> None:
-        for receiver in self._receivers:
-            receiver(message)
+    async def publish(self, *messages: Message) -> None:
+        for message in messages:
+            for receiver in self._receivers:
+                receiver(message)
 
     async def start(self) -> None:
         return None

@@ -47,14 +47,21 @@ class RedisBroker:
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._reconnected.append(callback)
 
-    async def publish(self, message: Message) -> None:
-        self._deliver(message)
-        if not self._link.up:
+    async def publish(self, *messages: Message) -> None:
+        for message in messages:
+            self._deliver(message)
+        if not self._link.up or not messages:
             return  # degraded: each instance pushes what it reads from the store
-        if isinstance(message, Moves):
-            message = dataclasses.replace(message, origin=self._origin)
+        wire = [encode(dataclasses.replace(m, origin=self._origin) if isinstance(m, Moves)
+                       else m) for m in messages]
         try:
-            await self._link.client.publish(self._channel, encode(message))
+            if len(wire) == 1:
+                await self._link.client.publish(self._channel, wire[0])
+                return
+            async with self._link.client.pipeline(transaction=False) as pipe:
+                for data in wire:
+                    pipe.publish(self._channel, data)
+                await pipe.execute()
         except FAILURES as error:
             self._link.lost(error)
 
