@@ -3,6 +3,7 @@ instances (and per instance again while Redis is away)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -68,3 +69,23 @@ async def test_redis_limits_count_across_instances_and_locally_while_redis_is_aw
             await b.hit_update("alice")  # counted here alone meanwhile (API.md)
         with pytest.raises(RateLimited):
             await b.hit_update("alice")
+
+
+async def test_hits_sent_together_count_exactly_across_instances() -> None:
+    """Hits in the same turn of the loop go to Redis in one pipeline: 40 at once for one
+    user on two instances, with 3 allowed a minute, let exactly 3 through; the other
+    users' hits in the same pipelines are counted for them alone."""
+    async with limits_of("redis", 2) as (a, b):
+        async def attempt(limits: RateLimits, user: str) -> bool:
+            try:
+                await limits.hit_update(user)
+            except RateLimited as refused:
+                assert refused.retry_after >= 1
+                return False
+            return True
+
+        tries = [attempt(a if i % 2 else b, "alice") for i in range(40)]
+        others = [attempt(a, f"user-{i}") for i in range(20)]
+        results = await asyncio.gather(*tries, *others)
+        assert sum(results[:40]) == 3
+        assert all(results[40:])
