@@ -13,7 +13,6 @@ round trip per batch of requests instead of one each.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from limits.storage import MovingWindowSupport, Storage
 from limits.strategies import MovingWindowRateLimiter
 from redis.asyncio import Redis
 
+from scoreboard.coalesce import Coalescer
 from scoreboard.errors import RateLimited
 from scoreboard.redislink import FAILURES, RedisLink
 
@@ -140,44 +140,23 @@ class PipelinedHits:
         self._bridge = cast(RedispyBridge, storage.bridge)
         self._client = client
         self._clock = clock
-        self._pending: list[tuple[str, int, int, asyncio.Future[bool]]] = []
-        self._sending = False
-        self._sender: asyncio.Task[None] | None = None
+        self._send = Coalescer(self._send_many)
 
     async def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         key = self._bridge.prefixed_key(item.key_for(*identifiers))
-        self._pending.append((key, item.amount, item.get_expiry(), waiter))
-        if not self._sending:
-            self._sending = True
-            asyncio.get_running_loop().call_soon(self._send_soon)
-        return await waiter
+        return await self._send((key, item.amount, item.get_expiry()))
 
-    def _send_soon(self) -> None:
-        self._sender = asyncio.get_running_loop().create_task(self._send())
-
-    async def _send(self) -> None:
+    async def _send_many(self, hits: list[tuple[str, int, int]]) -> list[bool]:
         script = self._bridge.lua_acquire_moving_window
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        now = self._clock()
-                        for key, limit, expiry, _ in batch:
-                            await script(keys=[key], args=[now, limit, expiry, 1],
-                                         client=pipe)  # type: ignore[arg-type]  # async pipeline
-                        answers = await pipe.execute()
-                except FAILURES as error:
-                    for *_, waiter in batch:
-                        if not waiter.done():
-                            waiter.set_exception(StorageError(error))
-                    continue
-                for (*_, waiter), acquired in zip(batch, answers, strict=True):
-                    if not waiter.done():
-                        waiter.set_result(bool(acquired))
-        finally:
-            self._sending = False
+            async with self._client.pipeline(transaction=False) as pipe:
+                now = self._clock()
+                for key, limit, expiry in hits:
+                    await script(keys=[key], args=[now, limit, expiry, 1],
+                                 client=pipe)  # type: ignore[arg-type]  # async pipeline
+                return [bool(acquired) for acquired in await pipe.execute()]
+        except FAILURES as error:
+            raise StorageError(error) from error
 
 
 class RateLimits:

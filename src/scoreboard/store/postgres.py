@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
+from scoreboard.coalesce import Coalescer
 from scoreboard.errors import (
     StatementFailed,
     StoreUnavailable,
@@ -315,6 +316,9 @@ class PostgresStore:
         self._url = url
         self._pool_size = pool_size
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
+        # Every keyed POST asks before it is admitted (a replay is not counted): the
+        # asks of one turn of the loop share one query and one pooled connection.
+        self._find_responses = Coalescer(self._responses_of)
 
     async def open(self) -> None:
         pool = psycopg_pool.AsyncConnectionPool(
@@ -392,10 +396,14 @@ class PostgresStore:
         return bytes.fromhex(value)
 
     async def find_response(self, user_id: str, key: str) -> StoredResponse | None:
-        rows = await self._rows(_q(sql.FIND_RESPONSE), (user_id, key))
-        if not rows or rows[0][1] == 0:  # a claim still open is not an answer yet
-            return None
-        return StoredResponse(rows[0][0], rows[0][1], bytes(rows[0][2]))
+        return await self._find_responses((user_id, key))
+
+    async def _responses_of(self, asks: list[Key]) -> list[StoredResponse | None]:
+        rows = await self._rows(_RESPONSES, ([u for u, _ in asks], [k for _, k in asks]))
+        found = {(user_id, key): StoredResponse(fingerprint, status, bytes(body))
+                 for user_id, key, fingerprint, status, body in rows
+                 if status != 0}  # a claim still open is not an answer yet
+        return [found.get(ask) for ask in asks]
 
     async def boards(self) -> list[Board]:
         return [sql.board(row) for row in await self._rows(_q(sql.BOARDS))]
