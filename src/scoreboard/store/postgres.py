@@ -70,11 +70,18 @@ _BOARDS_OF = (
     "WHERE id = ANY(%s) AND deleted_ms IS NULL FOR SHARE"
 )
 _TICKETS = f"SELECT {sql.TICKET_COLUMNS} FROM tickets WHERE id = ANY(%s) FOR UPDATE"  # noqa: S608
+# Each (board, user) looked up on the whole primary key, the board's current season
+# included, and its name by the users' key: written as joins, the planner left the
+# season out of the index condition (every entry of the board scanned per user: 416 ms
+# for 150 users on a board of 200,000), and with stale statistics on a table that had
+# just filled, scanned all of users per row (200 ms a batch); this is ~1 ms either way.
 _ENTRIES_OF = """
-SELECT e.board, e.season, e.user_id, e.score, e.seq, u.name FROM entries e
-JOIN boards b ON b.id = e.board AND b.season = e.season
-LEFT JOIN users u ON u.user_id = e.user_id
-WHERE (e.board, e.user_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+SELECT e.board, e.season, e.user_id, e.score, e.seq,
+       (SELECT u.name FROM users u WHERE u.user_id = e.user_id)
+FROM unnest(%s::text[], %s::text[]) AS t(board, user_id)
+JOIN boards b ON b.id = t.board
+JOIN LATERAL (SELECT * FROM entries x WHERE x.board = t.board AND x.season = b.season
+              AND x.user_id = t.user_id OFFSET 0) e ON true
 """
 _IDS = "SELECT nextval('ledger_id_seq') FROM generate_series(1, %s)"
 _ADD_LEDGER = """
@@ -366,6 +373,13 @@ class PostgresStore:
             for step in steps[current:]:
                 await conn.execute(step.sql)
                 await conn.execute("INSERT INTO scoreboard_schema VALUES (%s)", (step.version,))
+        # Statistics before the first batch: a table the planner has never seen analyzed
+        # (a new or upgraded database, until autovacuum's first pass a minute or more
+        # later) made it look a user's entry up through a rank-order index, reading the
+        # board's every entry per user (200 ms a batch at 8,000 entries). ANALYZE samples
+        # at most 30,000 rows a table, so this stays short on a big database.
+        async with self._pool.connection() as conn:
+            await conn.execute("ANALYZE boards, entries, users, idempotency, ledger")
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
