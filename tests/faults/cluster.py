@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -25,14 +28,50 @@ BACKENDS = ("sqlite", "postgres-redis")
 Redis = services.PrivateRedis | services.SystemRedis
 
 
+BOARD = "default"  # the board the load writes to (an increment board, reset never)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    id: int
+    season: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class SeasonRow:
+    season: int
+    started_ms: int
+    ended_ms: int | None
+    stored_ms: int | None
+
+
 @dataclass
 class StoreSnapshot:
-    """What the database holds, read directly."""
+    """What the database holds of board ``default``, read directly."""
 
-    totals: dict[str, int]
-    ledger: dict[str, list[int]]  # deltas per user, in commit order
+    entries: dict[tuple[str, int], int]  # (user, season) -> the user's entry in that season
+    ledger: dict[str, list[LedgerRow]]  # per user, in id order
     responses: dict[tuple[str, str], bytes]  # (user, idempotency key) -> remembered body
+    season: int = 1  # the board's current season
+    seasons: list[SeasonRow] = field(default_factory=list)
+    resets: dict[str, list[str]] = field(default_factory=dict)  # admin sub -> audit details
     problems: list[str] = field(default_factory=list)  # integrity check failures
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """The current season's entries: what the live board must show."""
+        return self.in_season(self.season)
+
+    def in_season(self, season: int) -> dict[str, int]:
+        return {u: score for (u, s), score in self.entries.items() if s == season}
+
+    def sums(self) -> dict[str, int]:
+        """Each user's entries added up over every season."""
+        sums: dict[str, int] = defaultdict(int)
+        for (user, _), score in self.entries.items():
+            sums[user] += score
+        return dict(sums)
 
 
 class Cluster:
@@ -123,29 +162,98 @@ class Cluster:
         assert self.database_url is not None
         return await _postgres_snapshot(self.database_url)
 
+    async def season(self) -> int:
+        """The current season of the load's board, as the store has it."""
+        if self.backend == "sqlite":
+            return await asyncio.to_thread(_sqlite_season, self.sqlite_path)
+        assert self.database_url is not None
+        return await _postgres_season(self.database_url)
 
-def _snapshot(totals: list[tuple[str, int]], ledger: list[tuple[str, int]],
-              responses: list[tuple[str, str, bytes]], problems: list[str]) -> StoreSnapshot:
-    deltas: dict[str, list[int]] = defaultdict(list)
-    for user, delta in ledger:
-        deltas[user].append(int(delta))
-    snap = StoreSnapshot({u: t for u, t in totals}, dict(deltas),
-                         {(u, k): bytes(b) for u, k, b in responses}, problems)
-    for user, total in snap.totals.items():
-        if type(total) is not int:
-            snap.problems.append(f"{user}: total {total!r} is not an integer")
-        elif total != sum(snap.ledger.get(user, [])):
-            snap.problems.append(f"{user}: total {total} != sum of its ledger "
-                                 f"{sum(snap.ledger.get(user, []))}")
-    for user in set(snap.ledger) - set(snap.totals):
-        snap.problems.append(f"{user}: ledger entries but no total")
+    def kill_on_reset(self, i: int, before: int, seconds: float) -> bool:
+        """In a thread: SIGKILL instance ``i`` the moment the store shows the board past
+        season ``before`` (polled on one open connection, every 0.2 ms), within
+        ``seconds``; whether it saw that."""
+        pid = self.pid(i)
+        if pid is None:
+            return False
+        deadline = time.monotonic() + seconds
+        if self.backend == "sqlite":
+            lite = sqlite3.connect(self.sqlite_path, timeout=10)
+
+            def read() -> int:
+                return int(lite.execute(_SEASON).fetchone()[0])
+
+            close = lite.close
+        else:
+            import psycopg
+
+            assert self.database_url is not None
+            pg = psycopg.connect(self.database_url, autocommit=True)
+
+            def read() -> int:
+                row = pg.execute(_SEASON).fetchone()
+                assert row is not None
+                return int(row[0])
+
+            close = pg.close
+        try:
+            while time.monotonic() < deadline:
+                if read() != before:
+                    os.kill(pid, signal.SIGKILL)
+                    return True
+                time.sleep(0.0002)
+        finally:
+            close()
+        return False
+
+    async def served_seasons(self) -> list[int | None]:
+        """The season each instance says the board is at (None: no answer)."""
+        served: list[int | None] = []
+        async with httpx.AsyncClient(timeout=5) as client:
+            for url in self.urls:
+                try:
+                    r = await client.get(f"{url}/boards/{BOARD}")
+                    served.append(r.json()["season"] if r.status_code == 200 else None)
+                except (httpx.HTTPError, ValueError, KeyError):
+                    served.append(None)
+        return served
+
+
+def _snapshot(rows: list[list[Any]], problems: list[str]) -> StoreSnapshot:
+    entries, ledger, responses, board, seasons, resets = rows
+    snap = StoreSnapshot({(u, s): score for u, s, score in entries}, {},
+                         {(u, k): bytes(b) for u, k, b in responses},
+                         board[0][0] if board else 0,
+                         [SeasonRow(*row) for row in seasons], {}, problems)
+    sums: dict[tuple[str, int], int] = defaultdict(int)
+    for row_id, user, season, amount in ledger:
+        snap.ledger.setdefault(user, []).append(LedgerRow(row_id, season, int(amount)))
+        sums[(user, season)] += int(amount)
+    for admin, detail in resets:
+        snap.resets.setdefault(admin, []).append(detail)
+    for (user, season), score in snap.entries.items():
+        if type(score) is not int:
+            snap.problems.append(f"{user}: season {season} entry {score!r} is not an integer")
+        elif score != sums.get((user, season), 0):
+            snap.problems.append(f"{user}: season {season} entry {score} != sum of its ledger "
+                                 f"rows {sums.get((user, season), 0)}")
+    for user, season in set(sums) - set(snap.entries):
+        snap.problems.append(f"{user}: ledger rows in season {season} but no entry")
     return snap
 
 
 # The load writes the default board (an increment board): every ledger row is a change.
-_TOTALS = "SELECT user_id, score FROM entries WHERE board = 'default'"
-_LEDGER = "SELECT user_id, amount FROM ledger WHERE board = 'default' ORDER BY id"
-_RESPONSES = "SELECT user_id, key, body FROM idempotency WHERE status = 200"
+_QUERIES = (
+    "SELECT user_id, season, score FROM entries WHERE board = 'default'",
+    "SELECT id, user_id, season, amount FROM ledger WHERE board = 'default' ORDER BY id",
+    "SELECT user_id, key, body FROM idempotency WHERE status = 200",
+    "SELECT season FROM boards WHERE id = 'default'",
+    "SELECT season, started_ms, ended_ms, stored_ms FROM seasons WHERE board = 'default' "
+    "ORDER BY season",
+    "SELECT admin, detail FROM audit WHERE action = 'reset_board' AND target = 'default' "
+    "ORDER BY id",
+)
+_SEASON = _QUERIES[3]
 
 
 def _sqlite_snapshot(path: Path) -> StoreSnapshot:
@@ -153,8 +261,8 @@ def _sqlite_snapshot(path: Path) -> StoreSnapshot:
     try:
         (check,) = conn.execute("PRAGMA integrity_check").fetchone()
         problems = [] if check == "ok" else [f"PRAGMA integrity_check: {check}"]
-        return _snapshot(conn.execute(_TOTALS).fetchall(), conn.execute(_LEDGER).fetchall(),
-                         conn.execute(_RESPONSES).fetchall(), problems)
+        conn.execute("BEGIN")  # one snapshot of every table
+        return _snapshot([conn.execute(q).fetchall() for q in _QUERIES], problems)
     finally:
         conn.close()
 
@@ -162,14 +270,29 @@ def _sqlite_snapshot(path: Path) -> StoreSnapshot:
 async def _postgres_snapshot(url: str) -> StoreSnapshot:
     import psycopg
 
-    # One snapshot of all three tables, so that they agree with each other.
+    # One snapshot of all the tables, so that they agree with each other.
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn, \
             conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        totals = await (await conn.execute(_TOTALS)).fetchall()
-        ledger = await (await conn.execute(_LEDGER)).fetchall()
-        responses = await (await conn.execute(_RESPONSES)).fetchall()
-    return _snapshot(totals, ledger, responses, [])
+        rows = [list(await (await conn.execute(q)).fetchall()) for q in _QUERIES]
+    return _snapshot(rows, [])
+
+
+def _sqlite_season(path: Path) -> int:
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        return int(conn.execute(_SEASON).fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def _postgres_season(url: str) -> int:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        row = await (await conn.execute(_SEASON)).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 @contextlib.asynccontextmanager

@@ -17,13 +17,15 @@ from random import Random
 
 from tests.faults import disk, services
 from tests.faults.cluster import Cluster
-from tests.faults.history import History
+from tests.faults.history import History, ResetOp
 from tests.faults.load import Load
 
 GRACEFUL_EXIT_SECONDS = 12.0  # the server gives open responses 10 s
 STALLED_STREAMS = 20
 STALL_SECONDS = 8.0
 MAX_STREAM_GAP = 3.0  # seconds a watcher may go without an event while scores change
+SETTLE_SECONDS = 10.0  # after a reset (and healing), every instance serves the new season
+SETTLE_GRACE = 0.5  # then this long for pages, rankings and hubs to follow the board
 
 
 @dataclass
@@ -251,6 +253,102 @@ async def redis_flush(ctx: FaultContext, fault: Fault) -> None:
     fault.detail = f"db {redis.db}"
 
 
+# -- season resets -------------------------------------------------------------------
+
+async def settle(ctx: FaultContext, fault: Fault) -> None:
+    """After a reset: the cluster healed, every instance serving the store's season
+    within 10 s; then the load knows the season again."""
+    await ctx.cluster.heal()
+    with contextlib.suppress(RuntimeError):
+        await ctx.cluster.ready()
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        season = await ctx.cluster.season()
+        served = await ctx.cluster.served_seasons()
+        if all(s == season for s in served):
+            await asyncio.sleep(SETTLE_GRACE)
+            if await ctx.cluster.season() == season:
+                break
+            continue  # a reset committed late (its instance died as it sent COMMIT)
+        if time.monotonic() > deadline:
+            fault.problems.append(f"reset: the instances serve seasons {served} "
+                                  f"{SETTLE_SECONDS:.0f} s after the reset, the store "
+                                  f"{season}")
+            break
+        await asyncio.sleep(0.1)
+    ctx.load.settled(season)
+    fault.detail += f"; season {season}"
+
+
+def _reset_detail(op: ResetOp) -> str:
+    return (f"reset on instance {op.instance} -> {op.outcome} in "
+            f"{(op.ended - op.started) * 1000:.0f} ms")
+
+
+async def reset(ctx: FaultContext, fault: Fault) -> None:
+    """A manual reset of the load's board, under load, on a random instance."""
+    try:
+        op = await ctx.load.reset(_instance(ctx))
+        fault.detail = _reset_detail(op)
+    finally:
+        await settle(ctx, fault)
+
+
+async def reset_kill(ctx: FaultContext, fault: Fault) -> None:
+    """A reset while an instance is down: with two instances, mostly one killed and
+    kept down while another resets; otherwise the instance asked to reset is SIGKILLed
+    under it, either the moment the store shows the reset committed (before it can
+    answer, mostly) or 2-40 ms after the request went out (before or after it commits).
+    Whether it happened is the store's to say."""
+    i = _instance(ctx)
+    try:
+        if len(ctx.cluster.servers) > 1 and ctx.rng.random() < 2 / 3:
+            await ctx.cluster.kill(i)
+            await asyncio.sleep(ctx.rng.uniform(0.2, 1.0))
+            others = [j for j in range(len(ctx.cluster.servers)) if j != i]
+            op = await ctx.load.reset(ctx.rng.choice(others))
+            down = ctx.rng.uniform(0.5, 2.0)
+            await asyncio.sleep(down)
+            fault.detail = f"instance {i} down; {_reset_detail(op)}"
+            return
+        before = await ctx.cluster.season()
+        if ctx.rng.random() < 0.5:
+            when = "as the store showed its"
+            watch = asyncio.create_task(asyncio.to_thread(ctx.cluster.kill_on_reset, i,
+                                                          before, 5.0))
+            await asyncio.sleep(0.01)  # polling already
+            sent = asyncio.create_task(ctx.load.reset(i))
+            if not await watch:
+                when = "after (the store did not show) its"
+        else:
+            when = "during its"
+            sent = asyncio.create_task(ctx.load.reset(i))
+            await asyncio.sleep(ctx.rng.uniform(0.002, 0.040))
+            proc = ctx.cluster.servers[i].proc
+            if proc is not None:
+                proc.kill()  # at once, not through a thread hop
+        await ctx.cluster.kill(i)
+        op = await sent
+        fault.detail = f"instance {i} killed {when} {_reset_detail(op)}"
+    finally:
+        await settle(ctx, fault)
+
+
+async def reset_redis(ctx: FaultContext, fault: Fault) -> None:
+    """A reset while Redis is down: the other instances hear of it through the store."""
+    redis = ctx.cluster.redis
+    assert redis is not None
+    await asyncio.to_thread(redis.stop)
+    try:
+        await asyncio.sleep(ctx.rng.uniform(0.3, 1.0))
+        op = await ctx.load.reset(_instance(ctx))
+        await asyncio.sleep(ctx.rng.uniform(0.5, 2.0))
+        fault.detail = f"Redis down; {_reset_detail(op)}"
+    finally:
+        await asyncio.to_thread(redis.start)
+        await settle(ctx, fault)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "sigkill": sigkill,
     "sigkill-commit": sigkill_commit,
@@ -264,13 +362,16 @@ SCENARIOS: dict[str, Scenario] = {
     "redis-kill": redis_kill,
     "redis-flush": redis_flush,
     "redis-away": redis_kill,
+    "reset": reset,
+    "reset-kill": reset_kill,
+    "reset-redis": reset_redis,
 }
 
 # What each backend can be given (instance-kill needs two instances).
 FOR_BACKEND = {
     "sqlite": ["sigkill", "sigkill-commit", "sigstop", "sigterm", "write-lock", "disk-full",
-               "stall-streams"],
+               "stall-streams", "reset", "reset-kill"],
     "postgres-redis": ["sigkill", "sigkill-commit", "sigstop", "sigterm", "stall-streams",
                        "postgres-restart", "instance-kill", "redis-kill", "redis-flush",
-                       "redis-away"],
+                       "redis-away", "reset", "reset-kill", "reset-redis"],
 }

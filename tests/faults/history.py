@@ -5,6 +5,10 @@ Idempotency-Key until it gets a definite answer: a 200 (``ok``) or a refusal the
 contract says stores nothing (a 4xx other than "key in flight" and 429: ``refused``).
 Transport errors, 503 and 5xx are retried; an operation still without a definite
 answer when the run ends is ``unknown`` — it may or may not have been applied.
+
+A season reset (``ResetOp``) is sent once, never retried, under an admin subject of its
+own: the store's audit row for that subject says whether it happened, whatever answer
+(or none) came back.
 """
 
 from __future__ import annotations
@@ -42,8 +46,34 @@ class Operation:
 
 
 @dataclass
+class ResetOp:
+    """One ``POST /admin/boards/default/reset``."""
+
+    sub: str  # the admin subject of this reset alone: its audit row names it
+    instance: int
+    started: float
+    ended: float = 0.0
+    status: int | None = None  # None: no HTTP answer
+    error: str = ""
+    season: int | None = None  # the season a 200 opened
+
+    @property
+    def outcome(self) -> str:
+        return str(self.status) if self.status is not None else (self.error or "in flight")
+
+    @property
+    def latest_commit(self) -> float:
+        """The latest moment it can have committed: before its answer, or before the
+        instance died under it; a timeout leaves it open."""
+        if self.status is None and (not self.ended or "Timeout" in self.error):
+            return float("inf")
+        return self.ended
+
+
+@dataclass
 class History:
     operations: list[Operation] = field(default_factory=list)
+    resets: list[ResetOp] = field(default_factory=list)
     # Invariant breaches seen while the run was going (readers, streams, bodies).
     live_violations: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)

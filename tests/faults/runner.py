@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.faults import checker
-from tests.faults.cluster import cluster
-from tests.faults.faults import SCENARIOS, Fault, FaultContext
+from tests.faults.cluster import StoreSnapshot, cluster
+from tests.faults.faults import SCENARIOS, Fault, FaultContext, settle
 from tests.faults.history import History
 from tests.faults.load import Load, LoadShape
 
@@ -47,6 +47,7 @@ class Report:
     convergence_seconds: float
     seconds: float
     notes: list[str] = field(default_factory=list)
+    seasons: str = ""  # resets sent and what became of them, seasons in the store
 
     @property
     def per_scenario(self) -> Counter[str]:
@@ -63,6 +64,7 @@ class Report:
                                        for s in ("ok", "refused", "unknown")),
             "attempt answers: " + ", ".join(f"{k} {v}" for k, v in
                                              sorted(self.answers.items())),
+            *([self.seasons] if self.seasons else []),
             f"ranking equal to the store {self.convergence_seconds:.2f} s after recovery",
             f"invariant violations: {len(self.violations)}",
             *(f"  {v}" for v in self.violations[:50]),
@@ -82,6 +84,7 @@ async def run(root: Path, plan: RunPlan, log: bool = False) -> Report:
         run_id = f"r{os.getpid()}-{plan.seed}-{int(time.time())}"
         load = Load(c, history, plan.shape, rng, run_id)
         context = FaultContext(c, load, history, rng, plan.long)
+        load.settled(await c.season())
         load.start()
         try:
             await asyncio.sleep(1.0)
@@ -93,6 +96,9 @@ async def run(root: Path, plan: RunPlan, log: bool = False) -> Report:
                     fault.problems.append(f"{name}: the injection failed: {exc!r}")
                 finally:
                     await c.heal()
+                    if load.season is None:  # a reset fault that failed before settling
+                        with contextlib.suppress(Exception):
+                            await settle(context, fault)
                     fault.ended = time.monotonic()
                 faults.append(fault)
                 with contextlib.suppress(RuntimeError):
@@ -118,9 +124,21 @@ async def run(root: Path, plan: RunPlan, log: bool = False) -> Report:
             violations = []
         violations = history.live_violations + [p for f in faults for p in f.problems] + \
             violations + checker.check_history(history, store) + \
+            checker.check_seasons(history, store) + \
+            await checker.check_season_standings(c, history, store) + \
             await checker.check_replays(c, history, rng, plan.replay_sample)
         after = await c.snapshot()
-        if after.totals != store.totals:
+        if after.entries != store.entries:
             violations.append("exactly once: replaying acknowledged keys changed the totals")
     return Report(plan, faults, history.counts(), history.answers(), violations, took,
-                  time.monotonic() - started, notes)
+                  time.monotonic() - started, notes, _seasons(history, store))
+
+
+def _seasons(history: History, store: StoreSnapshot) -> str:
+    if not history.resets:
+        return f"seasons: {store.season} (no resets sent)"
+    outcomes = Counter(r.outcome for r in history.resets)
+    happened = sum(len(store.resets.get(r.sub, [])) for r in history.resets)
+    return (f"resets sent: {len(history.resets)} ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+            + f"), happened {happened}; seasons in the store: {store.season}")
