@@ -202,9 +202,12 @@ class BatchWork:
         known = self._catalog.get(board.id)
         if known is None or board.season <= known.season:
             return set()
+        # The ranking first (it may wait on Redis); then the catalog and the cached pages
+        # together, with no wait between: no read serves the old season's entries under
+        # the new season, or caches a page the move makes stale.
+        await self._ranking.new_season(board)
         self._catalog.put(board)
         self._reads.forget(board.id)
-        await self._ranking.new_season(board)
         return {board.id}
 
     async def _reset(self, r: SeasonsReset) -> set[str]:

@@ -172,8 +172,8 @@ class Service:
         fresh = set()
         for known, board in changed:
             if known is not None and board.season > known.season:
-                self.reads.forget(board.id)
                 await self.ranking.new_season(board)
+                self.reads.forget(board.id)  # pages read while the ranking moved on
                 fresh.add(board.id)
             elif known is None and await self.ranking.count(board.id) == 0:
                 await self.ranking.rebuild(board, await self.store.entries(board), None)
