@@ -112,6 +112,12 @@ DELETE_BOARD = "UPDATE boards SET deleted_ms = ? WHERE id = ? AND deleted_ms IS 
 
 # Entries with the user's name, on a board's current season, banned users left out.
 _NOT_BANNED = "NOT EXISTS (SELECT 1 FROM bans WHERE bans.user_id = e.user_id)"
+# True of every entry (a CHECK says so), and said by every query that reads in rank
+# order: PostgreSQL's rank-order indexes are partial on it, so only those queries can
+# take them. A look-up by key, which does not say it, can only take the primary key
+# (without statistics the planner took a rank-order index for it and read the board's
+# every entry per user).
+_IN_ORDER = "e.score >= 0"
 _ENTRY = "e.user_id, e.score, e.seq, u.name"
 _FROM = "FROM entries e LEFT JOIN users u ON u.user_id = e.user_id"
 # A whole board (a rebuild): the entries alone, then the names and bans apart — a join
@@ -146,7 +152,7 @@ def behind(board: Board) -> str:
 
 def top(board: Board, after: bool) -> str:
     """A page of the board in rank order: board, season, [score, score, seq,] limit, offset."""
-    where = f"e.board = ? AND e.season = ? AND {_NOT_BANNED}"
+    where = f"e.board = ? AND e.season = ? AND {_IN_ORDER} AND {_NOT_BANNED}"
     if after:
         where += f" AND {behind(board)}"
     return f"SELECT {_ENTRY} {_FROM} WHERE {where} ORDER BY {order(board)} LIMIT ? OFFSET ?"
@@ -156,21 +162,22 @@ def final(board: Board) -> str:
     """A closed season's entries in rank order, without those banned when it ended:
     board, season, ended, ended."""
     return (f"SELECT e.user_id, e.score, u.name {_FROM} WHERE e.board = ? AND e.season = ? "  # noqa: S608
-            "AND NOT EXISTS (SELECT 1 FROM ban_history h WHERE h.user_id = e.user_id AND "
-            "h.banned_ms <= ? AND (h.lifted_ms IS NULL OR h.lifted_ms > ?)) "
+            f"AND {_IN_ORDER} AND NOT EXISTS (SELECT 1 FROM ban_history h "
+            "WHERE h.user_id = e.user_id AND h.banned_ms <= ? "
+            "AND (h.lifted_ms IS NULL OR h.lifted_ms > ?)) "
             f"ORDER BY {order(board)}")
 
 
 def rank(board: Board) -> str:
     """Entries ahead of a user's: board, season, score, score, seq, user."""
     return (f"SELECT count(*) FROM entries e WHERE e.board = ? AND e.season = ? "  # noqa: S608
-            f"AND {ahead(board)} AND e.user_id <> ? AND {_NOT_BANNED}")
+            f"AND {_IN_ORDER} AND {ahead(board)} AND e.user_id <> ? AND {_NOT_BANNED}")
 
 
 def ahead_of(board: Board) -> str:
     """Entries ahead of a place in the order: board, season, score, score, seq."""
     return (f"SELECT count(*) FROM entries e WHERE e.board = ? AND e.season = ? "  # noqa: S608
-            f"AND {ahead(board)} AND {_NOT_BANNED}")
+            f"AND {_IN_ORDER} AND {ahead(board)} AND {_NOT_BANNED}")
 
 
 TO_REVERT = (
