@@ -248,6 +248,8 @@ def _tighten(paths: dict[str, Any]) -> None:
             if path.startswith("/admin"):
                 operation["security"] = [{"bearer": []}]
             responses = operation["responses"]
+            # Any request can be malformed HTTP (a bad header or Content-Length): 400.
+            responses.setdefault("400", problem_responses(400)[400])
             if "422" in responses and "HTTPValidationError" in str(responses["422"]):
                 # The framework's validation errors are answered as problems (routes.py).
                 responses["422"] = problem_responses(422)[422]

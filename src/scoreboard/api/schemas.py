@@ -176,7 +176,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _DESCRIPTIONS = {
-    400: "Malformed JSON, or an invalid Idempotency-Key",
+    400: "Malformed request: HTTP the server cannot parse (a bad header, a bad "
+    "Content-Length), malformed JSON, or an invalid Idempotency-Key",
     401: "No token, or the token is not valid",
     403: "The token may not change this user's score or redeem this ticket; or a plain "
     "increment where actions are required",
