@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 from tests.support import Server, problem
@@ -46,9 +47,19 @@ async def test_metrics(server: Server) -> None:
     assert "scoreboard_group_commit_batch_size_sum 3.0" in text
 
 
+def no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [key for key, _ in pairs]
+    assert len(keys) == len(set(keys)), f"a key twice: {keys}"  # Swagger UI refuses it
+    return dict(pairs)
+
+
 async def test_openapi_describes_every_endpoint(server: Server) -> None:
-    spec = (await server.client.get("/openapi.json")).json()
+    text = (await server.client.get("/openapi.json")).text
+    spec = json.loads(text, object_pairs_hook=no_duplicate_keys)
     paths = spec["paths"]
+    for item in paths.values():
+        for operation in item.values():  # a malformed request is a 400 anywhere
+            assert "400" in operation["responses"], operation.get("operationId")
     assert set(paths) >= {"/scores", "/score", "/users/{user_id}", "/healthz", "/readyz", "/metrics"}
     assert "get" in paths["/scores"] and "post" in paths["/score"]
     assert paths["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"] \

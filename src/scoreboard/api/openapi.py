@@ -249,7 +249,9 @@ def _tighten(paths: dict[str, Any]) -> None:
                 operation["security"] = [{"bearer": []}]
             responses = operation["responses"]
             # Any request can be malformed HTTP (a bad header or Content-Length): 400.
-            responses.setdefault("400", problem_responses(400)[400])
+            # (The hand-written operations key their responses by int, FastAPI's by str.)
+            if 400 not in responses and "400" not in responses:
+                responses["400"] = problem_responses(400)[400]
             if "422" in responses and "HTTPValidationError" in str(responses["422"]):
                 # The framework's validation errors are answered as problems (routes.py).
                 responses["422"] = problem_responses(422)[422]
