@@ -79,9 +79,6 @@ class Personal:
         self._boards: dict[str, _Board] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def viewers(self) -> int:
-        return sum(len(b.viewers) for b in self._boards.values())
-
     # -- connections
 
     def watch(self, board: Board, user_id: str, sink: MeSink) -> None:

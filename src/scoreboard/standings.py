@@ -8,8 +8,8 @@ writer never waits for more than one; every rank is the same whoever stores it, 
 instance that resumes (after a crash) or races another stores the same rows. When all
 are stored the season is marked so, and the ranking lets go of what it kept of it.
 
-Reads of a closed season come from the stored standings, and never change: a page is
-kept once read (a bounded cache) and served as immutable.
+Reads of a closed season come from the stored standings, and never change: the season
+and each page are kept once read (bounded caches) and served as immutable.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypeVar
 
 import orjson
 import structlog
@@ -31,7 +32,9 @@ from scoreboard.store.base import Store
 CHUNK = 1000  # rows per transaction: the writer waits for one at most (~12 ms, SQLite)
 RETRY_SECONDS = 2.0
 WAIT_FOR_STORED = 5.0  # how long a read of a just-closed season waits for its standings
-CACHED_PAGES = 1024
+CACHED_PAGES = 1024  # of closed seasons' pages, and of the stored seasons themselves
+K = TypeVar("K")
+V = TypeVar("V")
 
 log = structlog.get_logger("scoreboard.standings")
 
@@ -63,6 +66,7 @@ class Standings:
         self._on_stored = on_stored
         self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._pages: OrderedDict[tuple[str, int, int, int], FinalPage] = OrderedDict()
+        self._seasons: OrderedDict[tuple[str, int], Season] = OrderedDict()  # stored ones
         self._closing = False
 
     # -- storing
@@ -124,6 +128,10 @@ class Standings:
     async def closed(self, board: Board, season_no: int) -> Season:
         """A closed season of the board whose standings are stored: waits a little for a
         season that closed a moment ago; 404 for one that has not closed."""
+        key = (board.id, season_no)
+        known = _cached(self._seasons, key)
+        if known is not None:
+            return known
         deadline = time.monotonic() + WAIT_FOR_STORED
         while True:
             season = await self._store.season(board.id, season_no)
@@ -131,6 +139,7 @@ class Standings:
                 raise NotFound(f"no closed season {season_no} of board {board.id!r}",
                                "unknown_season")
             if season.stored_ms is not None:
+                _keep(self._seasons, key, season)
                 return season
             left = deadline - time.monotonic()
             if left <= 0:
@@ -146,14 +155,11 @@ class Standings:
     async def page(self, board: Board, season: Season, limit: int,
                    after_rank: int = 0) -> FinalPage:
         key = (board.id, season.season, limit, after_rank)
-        page = self._pages.get(key)
+        page = _cached(self._pages, key)
         if page is None:
             rows = await self._store.standings(board.id, season.season, limit + 1, after_rank)
-            page = self._pages[key] = FinalPage(rows[:limit], len(rows) > limit)
-            if len(self._pages) > CACHED_PAGES:
-                self._pages.popitem(last=False)
-        else:
-            self._pages.move_to_end(key)
+            page = FinalPage(rows[:limit], len(rows) > limit)
+            _keep(self._pages, key, page)
         return page
 
     async def standing(self, board: Board, season: Season, user_id: str) -> RankedUser:
@@ -162,3 +168,18 @@ class Standings:
             raise NotFound(f"user {user_id!r} has no entry in season {season.season}",
                            "unknown_user")
         return found
+
+
+def _cached(cache: OrderedDict[K, V], key: K) -> V | None:
+    """What ``cache`` holds for ``key``, now its most recently used."""
+    found = cache.get(key)
+    if found is not None:
+        cache.move_to_end(key)
+    return found
+
+
+def _keep(cache: OrderedDict[K, V], key: K, value: V) -> None:
+    """Keep ``value``, dropping the least recently used past ``CACHED_PAGES``."""
+    cache[key] = value
+    if len(cache) > CACHED_PAGES:
+        cache.popitem(last=False)

@@ -13,6 +13,7 @@ from starlette.types import Message, Receive, Send
 
 from scoreboard.errors import ScoreboardError, Unprocessable
 from scoreboard.live import Frames, Subscriber
+from scoreboard.model import Board
 
 if TYPE_CHECKING:
     from scoreboard.api.live import LiveRoutes
@@ -58,7 +59,8 @@ class Session:
         self._personal = routes.personal
         self._address = address
         self._send = send
-        self._boards: dict[str, tuple[Subscriber, asyncio.Task[None]]] = {}
+        # Each board followed: as found when subscribed, its subscriber and its task.
+        self._boards: dict[str, tuple[Board, Subscriber, asyncio.Task[None]]] = {}
         self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.reason = ""
         self._user: str | None = None  # signed in as, until the token expires
@@ -69,25 +71,26 @@ class Session:
 
     async def subscribe(self, wanted: list[str]) -> None:
         """Make ``wanted`` the set of boards; an unknown one is an error message."""
-        known = []
+        known: dict[str, Board] = {}
         for board_id in wanted:
-            if await self._routes.board(board_id) is None:
+            board = await self._routes.board(board_id)
+            if board is None:
                 await self._error(f"no board {board_id[:64]!r}")
             else:
-                known.append(board_id)
+                known[board_id] = board
         for board_id in [b for b in self._boards if b not in known]:
-            subscriber, task = self._boards.pop(board_id)
+            _, subscriber, _ = self._boards.pop(board_id)
             subscriber.close("unsubscribed")
             self._hub.leave(subscriber)
             self._unwatch(board_id)
-        for board_id in known:
+        for board_id, board in known.items():
             if board_id not in self._boards:
                 subscriber = self._hub.join(board_id, self._address, self._send, _ws_message,
                                             None, season_message=_ws_season)
                 task = asyncio.create_task(self._run(subscriber))
                 subscriber.task = task
-                self._boards[board_id] = (subscriber, task)
-                await self._watch(board_id)
+                self._boards[board_id] = (board, subscriber, task)
+                self._watch(board)
 
     # -- signed in: the user's own rank
 
@@ -105,8 +108,8 @@ class Session:
         self._routes.signed_in += 1
         self._expiry = asyncio.get_running_loop().call_later(
             max(0.0, who.expires - time.time()), self._expired)
-        for board_id in self._boards:
-            await self._watch(board_id)
+        for board, _, _ in self._boards.values():
+            self._watch(board)
 
     async def _refuse(self, detail: str) -> None:
         await self._error(detail)
@@ -131,9 +134,8 @@ class Session:
             self._expiry.cancel()
             self._expiry = None
 
-    async def _watch(self, board_id: str) -> None:
-        board = await self._routes.board(board_id)
-        if self._user is not None and board is not None and board_id in self._boards:
+    def _watch(self, board: Board) -> None:
+        if self._user is not None:
             self._personal.watch(board, self._user, self)
 
     def _unwatch(self, board_id: str) -> None:
@@ -221,7 +223,7 @@ class Session:
         self._sign_out()
         if self._me_writer is not None:
             self._me_writer.cancel()
-        for subscriber, task in self._boards.values():
+        for _, subscriber, task in self._boards.values():
             subscriber.close(self.reason or "gone")
             self._hub.leave(subscriber)
             task.cancel()
