@@ -50,6 +50,7 @@ GET_TARGET_RATIO = 0.3  # GET /scores against nginx serving the same bytes (rest
 POST_TARGET_RATE = 8000.0  # durable POST /score per second
 SPREAD_TARGET_RATIO = 0.9  # POSTs spread over many boards, against one board
 SCATTERED_IDS = False  # --ids scattered
+INSTANCE_USERS = 50_000_000  # instance i's bench users start at i times this
 SEED_USERS = 10  # users with distinct scores >= 10, so the top 10 looks like a real board
 # The configurations: where the server stores, and whether it shares through Redis.
 CONFIGS = {
@@ -103,6 +104,7 @@ class Env:
     database_url: str | None = None  # None: the embedded SQLite in the temp dir
     redis: RedisServer | None = None  # a private redis-server: the shared configuration
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    servers: list[str] = field(default_factory=list)  # every instance's URL, in start order
 
     @property
     def server_url(self) -> str:
@@ -154,8 +156,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ids", choices=["sequential", "scattered"], default="sequential",
                         help="bench user ids (and keys): u0000001, u0000002, ... (each index "
                         "grows at its end) or hashes (each write lands anywhere, as real ids do)")
+    parser.add_argument("--instances", type=int, default=0, choices=[0, 2],
+                        help="then durable POSTs to one instance against two instances on "
+                        "one PostgreSQL + Redis (shared; instance 2 on core 1 beside wrk), "
+                        "alternating on fresh servers; ratio of the medians of the sums")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="with --boards: rounds of (one board, spread)")
+                        help="with --boards or --instances: rounds of (one board, spread) "
+                        "or (one instance, two)")
     parser.add_argument("--compare", action="store_true",
                         help="--configs embedded,postgres,shared: side by side")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, db)")
@@ -169,6 +176,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--redis needs --postgres URL (the shared configuration is both)")
     if args.configs and (args.compare or args.redis):
         parser.error("--configs names the configurations: no --compare or --redis with it")
+    if args.instances and args.configs and "shared" not in args.configs:
+        parser.error("--instances measures the shared configuration: add it to --configs")
     if args.compare:
         args.configs = list(CONFIGS)
     elif not args.configs:  # --postgres [--redis] alone, or the embedded default
@@ -202,8 +211,13 @@ def find_tool(name: str) -> str | None:
 # --- processes --------------------------------------------------------------------
 
 
-def start_server(env: Env) -> None:
-    data_dir = env.tmp / "data"
+def start_server(env: Env, core: int = 0) -> str:
+    """One more instance pinned to ``core``: the first on ``env.server_port``, logging to
+    server.log and server.err, the n-th on a free port to server-<n>.log/.err. Its URL."""
+    n = len(env.servers) + 1
+    suffix = "" if n == 1 else f"-{n}"
+    port = env.server_port if n == 1 else free_port()
+    data_dir = env.tmp / f"data{suffix}"
     data_dir.mkdir()
     # Drop inherited SCOREBOARD_* so a developer's shell cannot change what is measured.
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("SCOREBOARD_")}
@@ -218,13 +232,17 @@ def start_server(env: Env) -> None:
     if env.redis is not None:
         child_env["SCOREBOARD_REDIS_URL"] = env.redis.url
     cmd = [
-        "taskset", "-c", "0", str(ROOT / ".venv/bin/scoreboard"),
-        "serve", "--host", "127.0.0.1", "--port", str(env.server_port),
+        "taskset", "-c", str(core), str(ROOT / ".venv/bin/scoreboard"),
+        "serve", "--host", "127.0.0.1", "--port", str(port),
     ]
     # One JSON log line per request: to a file, never to a pipe nobody drains.
-    with open(env.tmp / "server.log", "wb") as out, open(env.tmp / "server.err", "wb") as err:
+    log, err_path = env.tmp / f"server{suffix}.log", env.tmp / f"server{suffix}.err"
+    with open(log, "wb") as out, open(err_path, "wb") as err:
         env.processes.append(subprocess.Popen(cmd, env=child_env, stdout=out, stderr=err))
-    wait_until_up(env.processes[-1], f"{env.server_url}/healthz", env.tmp / "server.err")
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(env.processes[-1], f"{url}/healthz", err_path)
+    env.servers.append(url)
+    return url
 
 
 def start_nginx(env: Env, body: bytes) -> None:
@@ -347,6 +365,13 @@ def run_wrk(
     name: str, url: str, args: argparse.Namespace, seconds: int,
     post_file: Path | None = None, first_index: int = 0,
 ) -> WrkResult:
+    return finish_wrk(name, start_wrk(url, args, seconds, post_file, first_index))
+
+
+def start_wrk(
+    url: str, args: argparse.Namespace, seconds: int,
+    post_file: Path | None = None, first_index: int = 0,
+) -> subprocess.Popen[str]:
     connections = args.post_connections if post_file is not None else args.connections
     cmd = [
         "taskset", "-c", "1", find_tool("wrk") or "wrk",
@@ -358,10 +383,15 @@ def run_wrk(
     if post_file is not None:
         child_env["BENCH_POST_FILE"] = str(post_file)
         cmd += ["--", str(first_index), str(args.threads)]
-    proc = subprocess.run(cmd, env=child_env, capture_output=True, text=True, check=False)
-    match = re.search(r"^BENCH_JSON (.*)$", proc.stdout, re.MULTILINE)
+    return subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish_wrk(name: str, proc: subprocess.Popen[str]) -> WrkResult:
+    stdout, stderr = proc.communicate()
+    match = re.search(r"^BENCH_JSON (.*)$", stdout, re.MULTILINE)
     if proc.returncode != 0 or match is None:
-        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{stdout}\n{stderr}")
     return parse_wrk(name, json.loads(match.group(1)))
 
 
@@ -397,25 +427,41 @@ def measure_post(env: Env, args: argparse.Namespace, boards: int = 0,
     Returns the run, the server's count of updates by outcome during it, and the first
     request index it used.
     """
-    requests = env.tmp / f"requests-{boards}.txt"
-    base = 10_000_000 if boards else 0  # users of their own: first writes, like the others
-    append_requests(requests, env.secret, base, args.requests, boards)
-    available = args.requests
-    warm = run_wrk("POST warm-up", env.server_url, args, args.warmup, requests, 0)
-    check_not_exhausted(warm)
-    first = warm.last_index + 1  # past every line any warm-up thread took
-    # Never run out of fresh lines: twice the warm-up rate over the run, plus slack.
-    needed = int(warm.rate * args.duration * 2) + 20_000
-    if available - first < needed:
-        append_requests(requests, env.secret, base + available, needed - (available - first),
-                        boards)
-    before = update_counts(env)
+    return measure_posts(env, args, [env.server_url], boards)[0]
+
+
+def measure_posts(env: Env, args: argparse.Namespace, urls: list[str], boards: int = 0,
+                  ) -> list[tuple[WrkResult, dict[str, int], int]]:
+    """``measure_post`` against each of ``urls`` at once: a wrk per instance, each with
+    the full ``--post-connections`` and users of its own."""
     name = f"POST over {boards} boards" if boards else "POST /score (durable)"
-    run = run_wrk(name, env.server_url, args, args.duration, requests, first)
-    check_not_exhausted(run)
+    files, bases = [], []
+    for i in range(len(urls)):
+        files.append(env.tmp / f"requests-{boards}-{i}.txt")
+        # Users of their own: every write a first write, as in every other run.
+        bases.append((10_000_000 if boards else 0) + INSTANCE_USERS * i)
+        append_requests(files[i], env.secret, bases[i], args.requests, boards)
+    warm = [finish_wrk("POST warm-up", proc) for proc in [
+        start_wrk(url, args, args.warmup, file, 0) for url, file in zip(urls, files, strict=True)]]
+    firsts = []
+    for i, w in enumerate(warm):
+        check_not_exhausted(w)
+        firsts.append(w.last_index + 1)  # past every line any warm-up thread took
+        # Never run out of fresh lines: twice the warm-up rate over the run, plus slack.
+        needed = int(w.rate * args.duration * 2) + 20_000
+        if args.requests - firsts[i] < needed:
+            append_requests(files[i], env.secret, bases[i] + args.requests,
+                            needed - (args.requests - firsts[i]), boards)
+    before = [update_counts(url) for url in urls]
+    procs = [start_wrk(url, args, args.duration, file, first)
+             for url, file, first in zip(urls, files, firsts, strict=True)]
+    runs = [finish_wrk(name, proc) for proc in procs]
+    for run in runs:
+        check_not_exhausted(run)
     time.sleep(0.5)  # let requests that were in flight when wrk stopped finish
-    after = update_counts(env)
-    return run, {k: after.get(k, 0) - before.get(k, 0) for k in after}, first
+    after = [update_counts(url) for url in urls]
+    return [(run, {k: a.get(k, 0) - b.get(k, 0) for k in a}, first)
+            for run, a, b, first in zip(runs, after, before, firsts, strict=True)]
 
 
 def check_not_exhausted(result: WrkResult) -> None:
@@ -426,15 +472,16 @@ def check_not_exhausted(result: WrkResult) -> None:
 # --- checks -----------------------------------------------------------------------
 
 
-def update_counts(env: Env) -> dict[str, int]:
-    """scoreboard_score_updates_total by outcome ("accepted", "replayed")."""
-    text = httpx.get(f"{env.server_url}/metrics").text
+def update_counts(server_url: str) -> dict[str, int]:
+    """An instance's scoreboard_score_updates_total by outcome ("accepted", "replayed")."""
+    text = httpx.get(f"{server_url}/metrics").text
     pattern = r'^scoreboard_score_updates_total\{outcome="(\w+)"\} (\S+)$'
     return {m[1]: int(float(m[2])) for m in re.finditer(pattern, text, re.MULTILINE)}
 
 
 def check_post(
-    env: Env, post: WrkResult, first: int, outcomes: dict[str, int], connections: int
+    env: Env, post: WrkResult, first: int, outcomes: dict[str, int], connections: int,
+    base: int = 0,
 ) -> list[str]:
     """Cheap durability checks after the POST run; returns problems found."""
     problems = []
@@ -451,7 +498,7 @@ def check_post(
         problems.append(f"GET /scores?limit=100: expected bench users with score 1, got {board}")
     # Users from the middle of the run were sent by every thread and answered long before
     # wrk stopped (the very first line may have gone to wrk's own request check).
-    middle = (first + post.last_index) // 2
+    middle = base + (first + post.last_index) // 2
     for i in range(middle, middle + 10):
         user = bench_user(i)
         row = httpx.get(f"{env.server_url}/users/{user}")
@@ -536,10 +583,8 @@ def compare_table(summaries: dict[str, dict[str, Any]]) -> None:
 def log_problems(env: Env) -> list[str]:
     """Warnings, errors and tracebacks in the server's log and stderr, and in Redis'."""
     found = []
-    for name in ("server.log", "server.err"):
-        path = env.tmp / name
-        if not path.exists():
-            continue
+    for path in sorted([*env.tmp.glob("server*.log"), *env.tmp.glob("server*.err")]):
+        name = path.name
         for line in path.read_text(errors="replace").splitlines():
             low = line.lower()
             if any(word in low for word in ('"warning"', '"error"', '"critical"', "traceback",
@@ -598,6 +643,9 @@ def run_config(config: str, args: argparse.Namespace,
     if args.boards:
         summary["spread"] = spread_rounds(config, args)
         summary.setdefault("problems", []).extend(summary["spread"].pop("problems"))
+    if args.instances and config == "shared":
+        summary["instances"] = scale_rounds(config, args)
+        summary.setdefault("problems", []).extend(summary["instances"].pop("problems"))
     return summary, nginx
 
 
@@ -634,6 +682,45 @@ def spread_rounds(config: str, args: argparse.Namespace) -> dict[str, Any]:
           f"{verdict(ratio >= SPREAD_TARGET_RATIO)})", flush=True)
     return {"boards": args.boards, "single_rates": rates[0], "spread_rates": rates[args.boards],
             "ratio": ratio, "problems": problems}
+
+
+def scale_rounds(config: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Durable POSTs to one instance (core 0) against the same load on each of two
+    instances (cores 0 and 1) of one PostgreSQL + Redis, alternating, each on a fresh
+    schema and Redis: the ratio of the medians of the sums. This box has two cores, so
+    the second instance shares core 1 with wrk, and PostgreSQL runs on either."""
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    problems: list[str] = []
+    for round_no in range(1, args.rounds + 1):
+        for count in rates:
+            with bench_env(args.keep_tmp, config, args.postgres) as env:
+                urls = [start_server(env, core) for core in range(count)]
+                seed_board(env)
+                measured = measure_posts(env, args, urls)
+                for i, (url, (run, outcomes, first)) in enumerate(zip(urls, measured, strict=True)):
+                    extra = outcomes.get("accepted", 0) - run.statuses.get("200", 0)
+                    if run.non_200 or not 0 <= extra <= 2 * args.post_connections:
+                        problems.append(f"{url}: {run.non_200} non-200s; server accepted "
+                                        f"{extra:+d} updates vs wrk's 200s")
+                    problems += [f"{url}: {p}" for p in check_post(
+                        env, run, first, outcomes, args.post_connections, INSTANCE_USERS * i)]
+                for proc in env.processes[:count]:
+                    stop(proc)
+                problems += log_problems(env)[:10]
+            each = [run.rate for run, _, _ in measured]
+            rates[count].append(sum(each))
+            print(f"round {round_no}: {count} instance(s): {sum(each):.0f}/s ("
+                  + " + ".join(f"{r:.0f}" for r in each) + "), p99 "
+                  + " / ".join(f"{run.p99_ms:.1f}" for run, _, _ in measured) + " ms",
+                  flush=True)
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    ratio = two / one if one else 0.0
+    for problem in problems:
+        print(f"  problem: {problem}")
+    print(f"two instances: median {two:.0f}/s in all against {one:.0f}/s for one; "
+          f"x{ratio:.2f} (target > 1: {verdict(ratio > 1)})", flush=True)
+    return {"one_rates": rates[1], "two_rates": rates[2], "ratio": ratio,
+            "problems": problems}
 
 
 def main(argv: list[str] | None = None) -> int:
