@@ -32,6 +32,7 @@ import httpx
 from procs import (
     DEFAULT_POSTGRES,
     RedisServer,
+    cpu_seconds,
     free_port,
     load_average,
     postgres_schema,
@@ -39,6 +40,7 @@ from procs import (
     redis_problems,
     stop,
     token,
+    user_pids,
     wait_until_up,
 )
 
@@ -105,6 +107,10 @@ class Env:
     redis: RedisServer | None = None  # a private redis-server: the shared configuration
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     servers: list[str] = field(default_factory=list)  # every instance's URL, in start order
+    server_pids: list[int] = field(default_factory=list)
+    # CPU microseconds per durable write in the last POST run: the instances, PostgreSQL
+    # (all its processes: backends, WAL writer, checkpointer) and Redis.
+    cpu_per_write: dict[str, float] = field(default_factory=dict)
 
     @property
     def server_url(self) -> str:
@@ -242,6 +248,7 @@ def start_server(env: Env, core: int = 0) -> str:
     url = f"http://127.0.0.1:{port}"
     wait_until_up(env.processes[-1], f"{url}/healthz", err_path)
     env.servers.append(url)
+    env.server_pids.append(env.processes[-1].pid)
     return url
 
 
@@ -453,15 +460,32 @@ def measure_posts(env: Env, args: argparse.Namespace, urls: list[str], boards: i
             append_requests(files[i], env.secret, bases[i] + args.requests,
                             needed - (args.requests - firsts[i]), boards)
     before = [update_counts(url) for url in urls]
+    cpu_before = cpu_use(env)
     procs = [start_wrk(url, args, args.duration, file, first)
              for url, file, first in zip(urls, files, firsts, strict=True)]
     runs = [finish_wrk(name, proc) for proc in procs]
     for run in runs:
         check_not_exhausted(run)
     time.sleep(0.5)  # let requests that were in flight when wrk stopped finish
+    cpu_after = cpu_use(env)
     after = [update_counts(url) for url in urls]
+    writes = sum(a.get("accepted", 0) - b.get("accepted", 0)
+                 for a, b in zip(after, before, strict=True))
+    env.cpu_per_write = {
+        part: sum(cpu_after[part].get(pid, 0.0) - cpu_before[part].get(pid, 0.0)
+                  for pid in cpu_after[part]) / max(writes, 1) * 1e6
+        for part in cpu_after}
     return [(run, {k: a.get(k, 0) - b.get(k, 0) for k in a}, first)
             for run, a, b, first in zip(runs, after, before, firsts, strict=True)]
+
+
+def cpu_use(env: Env) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of the instances, PostgreSQL's processes and Redis, by pid."""
+    parts = {"instances": env.server_pids,
+             "postgres": user_pids("postgres") if env.database_url else [],
+             "redis": [env.redis.proc.pid] if env.redis else []}
+    return {part: {pid: cpu_seconds(pid) for pid in pids} for part, pids in parts.items()
+            if pids}
 
 
 def check_not_exhausted(result: WrkResult) -> None:
@@ -511,7 +535,8 @@ def check_post(
 
 
 def report(
-    config: str, results: list[WrkResult], outcomes: dict[str, int], problems: list[str]
+    config: str, results: list[WrkResult], outcomes: dict[str, int], problems: list[str],
+    cpu_per_write: dict[str, float],
 ) -> dict[str, object]:
     nginx, get, post = results
     ratio = get.rate / nginx.rate if nginx.rate else 0.0
@@ -530,6 +555,7 @@ def report(
     print(f"POST statuses seen by wrk: {post.statuses}; socket errors: {socket_errors(post)}")
     print(f"POST 200s: wrk saw {wrk_200s}, server accepted {server_200s} "
           f"({server_200s - wrk_200s:+d}; in flight when wrk stopped)")
+    print(f"CPU per durable write: {describe_cpu(cpu_per_write)}")
     for r in results:
         if r.non_200:
             print(f"WARNING: {r.name}: {r.non_200} non-200 answers or socket errors {r.errors}")
@@ -544,8 +570,18 @@ def report(
         "post_target_met": post_met,
         "post_200_wrk": wrk_200s,
         "post_200_server": server_200s,
+        "cpu_us_per_write": cpu_per_write,
         "problems": problems,
     }
+
+
+CPU_NAMES = {"instances": "scoreboard", "postgres": "PostgreSQL", "redis": "Redis"}
+
+
+def describe_cpu(cpu_per_write: dict[str, float]) -> str:
+    """"scoreboard 170 µs (5,900/s a core), PostgreSQL ...": what one core of each carries."""
+    return ", ".join(f"{CPU_NAMES[part]} {us:.0f} µs ({1e6 / max(us, 1e-9):,.0f}/s a core)"
+                     for part, us in cpu_per_write.items())
 
 
 def compare_table(summaries: dict[str, dict[str, Any]]) -> None:
@@ -570,6 +606,10 @@ def compare_table(summaries: dict[str, dict[str, Any]]) -> None:
     row("POST /score (durable) 200/s", [cell(n, 2, "{rate:,.0f}") for n in names])
     row("POST /score p50 / p99 ms", [cell(n, 2, "{p50_ms:.1f} / {p99_ms:.1f}") for n in names])
     row("POST /score max ms", [cell(n, 2, "{max_ms:.0f}") for n in names])
+    for part, label in CPU_NAMES.items():
+        row(f"CPU µs per write: {label}", [
+            f"{summaries[n]['cpu_us_per_write'][part]:.0f}"
+            if part in summaries[n]["cpu_us_per_write"] else "" for n in names])
     row("non-200 + socket errors", [
         str(sum(r["non_200"] for r in summaries[n]["results"][1:])) for n in names])
     row("problems", [str(len(summaries[n]["problems"])) for n in names])
@@ -635,7 +675,7 @@ def run_config(config: str, args: argparse.Namespace,
         for line in logged[:10]:
             print(f"  log: {line}")
         problems += [f"{len(logged)} warning/error lines in the logs"] if logged else []
-        summary = report(config, [nginx, get, post], outcomes, problems)
+        summary = report(config, [nginx, get, post], outcomes, problems, env.cpu_per_write)
         summary["log_problems"] = logged[:50]
         summary["load_average"] = [load, load_average()]  # at the start, at the end
         if any(r.non_200 for r in (nginx, get, post)):
@@ -690,6 +730,7 @@ def scale_rounds(config: str, args: argparse.Namespace) -> dict[str, Any]:
     schema and Redis: the ratio of the medians of the sums. This box has two cores, so
     the second instance shares core 1 with wrk, and PostgreSQL runs on either."""
     rates: dict[int, list[float]] = {1: [], 2: []}
+    cpu: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     problems: list[str] = []
     for round_no in range(1, args.rounds + 1):
         for count in rates:
@@ -709,10 +750,11 @@ def scale_rounds(config: str, args: argparse.Namespace) -> dict[str, Any]:
                 problems += log_problems(env)[:10]
             each = [run.rate for run, _, _ in measured]
             rates[count].append(sum(each))
+            cpu[count].append(env.cpu_per_write)
             print(f"round {round_no}: {count} instance(s): {sum(each):.0f}/s ("
                   + " + ".join(f"{r:.0f}" for r in each) + "), p99 "
-                  + " / ".join(f"{run.p99_ms:.1f}" for run, _, _ in measured) + " ms",
-                  flush=True)
+                  + " / ".join(f"{run.p99_ms:.1f}" for run, _, _ in measured) + " ms; "
+                  + f"CPU per write: {describe_cpu(env.cpu_per_write)}", flush=True)
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
     ratio = two / one if one else 0.0
     for problem in problems:
@@ -720,6 +762,7 @@ def scale_rounds(config: str, args: argparse.Namespace) -> dict[str, Any]:
     print(f"two instances: median {two:.0f}/s in all against {one:.0f}/s for one; "
           f"x{ratio:.2f} (target > 1: {verdict(ratio > 1)})", flush=True)
     return {"one_rates": rates[1], "two_rates": rates[2], "ratio": ratio,
+            "one_cpu_us_per_write": cpu[1], "two_cpu_us_per_write": cpu[2],
             "problems": problems}
 
 

@@ -40,18 +40,12 @@ import orjson
 import websockets
 
 from board_bench import make_board
-from procs import free_port, load_average, stop, token, wait_until_up
+from procs import cpu_seconds, free_port, load_average, stop, token, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "me-bench-secret-that-is-long-enough-for-hs256"
 CONNECTING_AT_ONCE = 200
 IDLE_SECONDS = 5.0
-
-
-def cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rfind(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def metric(text: str, name: str) -> float:

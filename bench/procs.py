@@ -3,6 +3,8 @@ the shared configuration's PostgreSQL schema and private Redis."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -57,6 +59,33 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def user_pids(user: str) -> list[int]:
+    """Every process of ``user`` (``postgres``: the server, its backends and workers)."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    found.append(int(entry.name))
+            except FileNotFoundError:
+                continue
+    return found
 
 
 def load_average() -> str:
