@@ -66,7 +66,7 @@ async def test_a_batch_is_planned_for_the_table_as_it_is_now() -> None:
                     "FROM generate_series(1, 50000) i")
             slots = [("default", f"u{i}") for i in range(1, 200, 3)]
             scans = ("SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables "  # this backend's
-                     "WHERE relname = 'entries'")
+                     "WHERE relname = 'entries' AND schemaname = current_schema()")
             async with store.transaction() as tx:
                 ((seq_before, index_before),) = await tx.rows(scans, ())
                 state = await tx.read(BatchRead(now_ms=99, slots=slots))

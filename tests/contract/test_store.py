@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from scoreboard.errors import StoreUnavailable
+from scoreboard.errors import StatementFailed, StoreUnavailable
 from scoreboard.jobs import ScoreUpdate
 from scoreboard.model import (
     DEFAULT_SPEC,
@@ -26,7 +26,7 @@ from scoreboard.model import (
     Ticket,
 )
 from scoreboard.plan import Plan, Staged
-from scoreboard.store.base import BatchRead, Store
+from scoreboard.store.base import BatchRead, BatchWrite, Store
 from scoreboard.store.postgres import PostgresStore
 from tests.support import postgres_schema
 
@@ -156,6 +156,19 @@ async def test_a_failed_transaction_keeps_nothing(store: Store) -> None:
             raise RuntimeError("boom")
     assert list(await store.entries(b["points"])) == []
     assert await store.find_response("a", "k") is None
+
+
+async def test_a_write_refused_at_commit_keeps_nothing_and_the_store_goes_on(
+        store: Store) -> None:
+    b = await boards(store)
+    refused = Entry("points", 1, "a", -5, 1, "a")  # a negative total: the schema refuses it
+    with pytest.raises(StatementFailed):
+        async with store.transaction() as tx:
+            await tx.read(BatchRead(now_ms=1, keys=[("a", "k")], users=["a"], ids=1))
+            await tx.write(BatchWrite(entries=[(refused, 1, 1)]))
+    assert await store.find_response("a", "k") is None
+    await write(store, ("points", "a", 1), key="k")  # the same connection, and the key
+    assert scores(await store.entries(b["points"])) == {"a": 1}
 
 
 async def test_keys_are_claimed_remembered_and_purged(store: Store) -> None:
