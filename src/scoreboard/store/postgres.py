@@ -49,6 +49,7 @@ from scoreboard.store.base import (
 )
 from scoreboard.store.migrations import migrations
 
+_OPEN = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
 _MIGRATION_LOCK = 7_303_240_117  # any constant: the advisory lock all instances agree on
 
 # The batch of writes, set-based: one statement per kind of row, whatever the batch holds.
@@ -421,8 +422,9 @@ class PostgresStore:
                     yield _PostgresTransaction(conn)
                     await conn.execute("COMMIT")
             finally:
-                # The block raised, or a statement failed: nothing of it is kept.
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                # The block raised, or a statement failed: nothing of it is kept. (A
+                # broken connection is the pool's to discard.)
+                if conn.info.transaction_status in _OPEN:
                     await conn.execute("ROLLBACK")
 
     async def secret(self, name: str) -> bytes:
