@@ -117,6 +117,35 @@ async def test_apply_ignores_stale_and_repeated_entries(h: Harness) -> None:
     assert (top[0].score, top[0].name) == (12, "A")
 
 
+async def test_tops_read_from_the_store_never_number_an_older_read_higher(
+        tmp_path: Path) -> None:
+    """Redis away: two reads of a board's top at once, on two pooled connections, may
+    reach the store in either order; a higher version must never hold the older read
+    (a stream showed a score going down, 926 -> 924, in a fault run)."""
+    async with harness("failover", tmp_path) as h:
+        h.degraded = True  # type: ignore[attr-defined]
+        await define(h, "inc")
+        await h.commit([Entry("inc", 1, "a", 924, 1)])
+        assert h.store is not None
+        store_top, first_in, go_on = h.store.top, asyncio.Event(), asyncio.Event()
+
+        async def held_first(*args: Any, **kwargs: Any) -> Any:
+            if not first_in.is_set():  # the first read is held before it reads
+                first_in.set()
+                await go_on.wait()
+            return await store_top(*args, **kwargs)
+
+        h.store.top = held_first  # type: ignore[method-assign]
+        first = asyncio.create_task(h.ranking.top("inc", 10))
+        await first_in.wait()
+        second = asyncio.create_task(h.ranking.top("inc", 10))
+        await asyncio.sleep(0.05)  # the second reads now, unless it waits for the first
+        await h.commit([Entry("inc", 1, "a", 926, 2)])
+        go_on.set()
+        tops = sorted(await asyncio.gather(first, second), key=lambda top: top.version)
+        assert [top.entries[0].score for top in tops] in ([924, 926], [926, 926]), tops
+
+
 async def test_a_lower_score_with_a_newer_seq_applies(h: Harness) -> None:
     """A revert lowers a total with a new ledger row: newer wins, not larger."""
     await define(h, "inc")

@@ -45,6 +45,10 @@ class FailoverRanking:
         # (None: banned; entries: unbanned with them). Applied once Redis is back.
         self._entries: dict[Slot, Entry | None] = {}
         self._bans: dict[str, list[Entry] | None] = {}
+        # A board's tops read from the store, one at a time: each numbered and read
+        # under one lock, so a higher version never holds an older read (two reads on two
+        # pooled connections can run in either order, and a stream must not go back).
+        self._store_tops: dict[str, asyncio.Lock] = {}
 
     async def rebuild(self, board: Board, entries: Iterable[Entry],
                       banned: set[str] | None) -> None:
@@ -132,8 +136,9 @@ class FailoverRanking:
         board = self._boards.get(board_id)
         if board is None:
             return Top(0, [])
-        version = self._versions[board_id] = next_version(self._versions.get(board_id, 0))
-        rows = await self._store.top(board, limit + 1, after)
+        async with self._store_tops.setdefault(board_id, asyncio.Lock()):
+            version = self._versions[board_id] = next_version(self._versions.get(board_id, 0))
+            rows = await self._store.top(board, limit + 1, after)
         offset = 0 if after is None else await self._store.ahead(board, after.score,
                                                                  after.seq + 1)
         entries = [RankedUser(offset + i + 1, r.user_id, r.name, r.score, r.seq)
