@@ -14,7 +14,7 @@ from scoreboard.store.postgres import PostgresStore
 from tests.contract.test_store import write
 from tests.support import postgres_schema
 
-DELAY = 0.05  # seconds added to every chunk sent to the server
+DELAY = 0.1  # seconds added to every chunk sent to the server (a round trip's least)
 
 
 @asynccontextmanager

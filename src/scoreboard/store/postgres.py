@@ -371,7 +371,7 @@ class PostgresStore:
         assert self._pool is not None
         # The pool's own connection: a failing step's error reaches open() with its cause.
         async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(_LOCK, (_MIGRATION_LOCK,))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS scoreboard_schema (version integer NOT NULL)")
             row = await (await conn.execute("SELECT max(version) FROM scoreboard_schema")
